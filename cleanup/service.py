@@ -1,0 +1,410 @@
+"""The cleanup service: turn a submission into a committed queue file.
+
+NAME
+    cleanup -- canonicalize and enqueue Postfix-style message
+
+SYNOPSIS
+    python -I -m cleanup -c CONFIG_DIR -s cleanup -t unix   (started by master)
+
+DESCRIPTION
+    cleanup serves the `cleanup` protocol (docs/internals.md) on the socket
+    master hands it (`private/cleanup`). Its clients are smtpd, pickup and
+    bounce; each is treated as hostile: every record is checked for type,
+    order and size, and a protocol error discards the file and closes the
+    connection.
+
+    Per message:
+
+    1. `open` creates a dot-file in `incoming/` (fulmar.queue.qfile) and
+       answers with the queue ID, which smtpd logs (`QID: client=...`).
+    2. Envelope records (`A` attributes, one `S`, `R` recipients), then `M`.
+    3. Content blocks `B`: the header section goes through
+       cleanup.headers (Received: prepended, every header bounded by
+       `header_size_limit`, Message-ID:/Date:/From: appended when missing
+       for local submissions or with `always_add_missing_headers`); the body
+       is written through untouched. `message_size_limit` is enforced on the
+       stored size.
+    4. `X`, then `E`: the file is committed (write, fsync, rename, directory
+       fsync) in a worker thread, off the event loop, and only then does
+       cleanup answer `ok`; then qmgr gets a wakeup on `public/qmgr`.
+
+    Results: `ok`, `reject` (bad envelope, too many hops: 5xx),
+    `toolarge` (552), `diskfull` (452), `tempfail` (451). smtpd maps them to
+    Postfix's replies.
+
+    Logs `QID: message-id=<...>` as Postfix's cleanup, and warnings for
+    protocol violations by a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import time
+
+from fulmar import log
+from fulmar.ipc import channel as ipc
+from fulmar.ipc.frames import KIND_ATTR, KIND_RECORD
+from fulmar.maildate import mail_date
+from fulmar.queue import qfile, records
+from cleanup.headers import HeaderProcessor
+
+PROTOCOL = "cleanup"
+
+# Attributes a client may set on a message; anything else is logged and
+# dropped (house rule 4: tolerate and log unknown names).
+ALLOWED_ATTRS = frozenset({
+    "client_name", "client_address", "client_port", "reverse_client_name",
+    "helo_name", "protocol", "sasl_method", "sasl_username", "sasl_sender",
+    "dsn_envid", "dsn_ret", "smtputf8", "body_type", "origin", "log_ident",
+    "rewrite_context", "tls_protocol", "tls_cipher", "tls_cipher_bits",
+    "encoding", "submit_uid", "full_name", "extract_recipients",
+})
+
+STATUS_OK = "ok"
+STATUS_TEMPFAIL = "tempfail"
+STATUS_REJECT = "reject"
+STATUS_TOOLARGE = "toolarge"
+STATUS_DISKFULL = "diskfull"
+
+# Origins whose mail gets missing headers added, as Postfix does for
+# locally submitted mail (local_header_rewrite_clients covers loopback).
+LOCAL_ORIGINS = frozenset({"pickup", "sendmail", "bounce"})
+
+
+class ProtocolViolation(Exception):
+    """The client broke the cleanup protocol; the connection is closed."""
+
+
+class Submission:
+    """One message being received: the queue file and its header state."""
+
+    def __init__(self, service: "CleanupService", writer: qfile.QueueWriter, attrs: dict) -> None:
+        self.service = service
+        self.writer = writer
+        self.queue_id = writer.queue_id
+        self.attrs = {k: v for k, v in attrs.items() if k in ALLOWED_ATTRS}
+        self.origin = str(attrs.get("origin", "smtpd"))
+        self.sender: str | None = None
+        self.recipients: list[str] = []
+        self.state = "envelope"
+        self.size = 0
+        self.status = STATUS_OK
+        self.reason = ""
+        cfg = service.cfg
+        self.size_limit = cfg.get("message_size_limit")
+        self.headers = HeaderProcessor(cfg.get("header_size_limit"))
+        self.message_id: str | None = None
+        self.arrival = time.time()
+
+    # -- records ---------------------------------------------------------------
+
+    def record(self, rtype: bytes, data: bytes) -> None:
+        """Handle one record frame; raise ProtocolViolation on misuse."""
+        if self.state == "envelope":
+            if rtype == records.REC_ATTR:
+                name, sep, value = data.partition(b"=")
+                if not sep:
+                    raise ProtocolViolation("attribute record without '='")
+                key = name.decode("ascii", "replace")
+                if key in ALLOWED_ATTRS:
+                    self.attrs[key] = _text(value)
+                else:
+                    log.warning("%s: ignoring unknown attribute %s", self.queue_id, key[:64])
+            elif rtype == records.REC_FROM:
+                if self.sender is not None:
+                    raise ProtocolViolation("duplicate sender record")
+                self.sender = self._address(data)
+            elif rtype == records.REC_RCPT:
+                self._recipient(data)
+            elif rtype == records.REC_MESG:
+                if self.sender is None:
+                    raise ProtocolViolation("content before sender")
+                self._start_content()
+            else:
+                raise ProtocolViolation("unexpected record type %r in envelope" % rtype)
+        elif self.state == "content":
+            if rtype == records.REC_BLOCK:
+                self._content(data)
+            elif rtype == records.REC_XTRA:
+                self._end_content()
+            else:
+                raise ProtocolViolation("unexpected record type %r in content" % rtype)
+        elif self.state == "extracted":
+            if rtype == records.REC_RCPT:
+                self._recipient(data)
+            else:
+                raise ProtocolViolation("unexpected record type %r after content" % rtype)
+        else:
+            raise ProtocolViolation("record after end of message")
+
+    def _address(self, data: bytes) -> str:
+        if len(data) > self.service.address_limit:
+            raise ProtocolViolation("address too long")
+        text = _text(data)
+        if any(c in text for c in "\0\r\n"):
+            raise ProtocolViolation("control character in address")
+        return text
+
+    def _recipient(self, data: bytes) -> None:
+        fields = data.split(b"\0")
+        if len(fields) != 4:
+            raise ProtocolViolation("malformed recipient record")
+        address = self._address(fields[0])
+        orig = self._address(fields[1])
+        orcpt = self._address(fields[2])
+        try:
+            notify = int(fields[3] or b"0")
+        except ValueError:
+            raise ProtocolViolation("bad dsn_notify value") from None
+        if not 0 <= notify < 16:
+            raise ProtocolViolation("bad dsn_notify value")
+        self.recipients.append(address)
+        if self.status == STATUS_OK:
+            self.writer.add_recipient(qfile.Recipient(address, orig, orcpt, notify))
+
+    def _start_content(self) -> None:
+        if not self.recipients:
+            raise ProtocolViolation("message without recipients")
+        w = self.writer
+        w.set_arrival(self.arrival)
+        for name, value in self.attrs.items():
+            w.add_attr(name, value)
+        w.set_sender(self.sender or "")
+        self.state = "content"
+        self._store(self._received_header())
+
+    def _content(self, data: bytes) -> None:
+        if self.status != STATUS_OK:
+            return                       # keep reading, store nothing
+        self._store(self.headers.feed(data, self._missing_headers))
+
+    def _end_content(self) -> None:
+        if self.status == STATUS_OK:
+            self._store(self.headers.finish(self._missing_headers))
+            if self.headers.hops > self.service.hopcount_limit:
+                self._fail(STATUS_REJECT, "5.4.6 Too many hops")
+        if self.status == STATUS_OK:
+            self.writer.end_content()
+        self.state = "extracted"
+
+    def _store(self, data: bytes) -> None:
+        if not data or self.status != STATUS_OK:
+            return
+        self.size += len(data)
+        if self.size > self.size_limit:
+            self._fail(STATUS_TOOLARGE, "5.3.4 Message file too big")
+            return
+        try:
+            self.writer.write_content(data)
+        except OSError as exc:
+            self._io_error(exc)
+
+    def _fail(self, status: str, reason: str) -> None:
+        if self.status == STATUS_OK:
+            self.status, self.reason = status, reason
+
+    def _io_error(self, exc: OSError) -> None:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._fail(STATUS_DISKFULL, "4.3.1 Insufficient system storage")
+        else:
+            log.warning("%s: queue file write error: %s", self.queue_id, exc.strerror or exc)
+            self._fail(STATUS_TEMPFAIL, "4.3.0 Error: queue file write error")
+
+    # -- headers -----------------------------------------------------------------
+
+    def _received_header(self) -> bytes:
+        """Postfix's Received: header (smtpd_received... RFC 5321 4.4)."""
+        cfg = self.service.cfg
+        a = self.attrs
+        date = mail_date(self.arrival)
+        host = self.service.myhostname
+        if self.origin in ("pickup", "sendmail"):
+            uid = a.get("submit_uid", "")
+            lines = ["Received: by %s (%s, from userid %s)" % (host, self.service.mail_name, uid),
+                     "\tid %s; %s" % (self.queue_id, date)]
+        else:
+            helo = a.get("helo_name") or a.get("client_name") or "unknown"
+            lines = ["Received: from %s (%s [%s])" % (
+                helo, a.get("client_name", "unknown"), a.get("client_address", "unknown"))]
+            if a.get("tls_protocol"):
+                lines.append("\t(using %s with cipher %s (%s bits))" % (
+                    a["tls_protocol"], a.get("tls_cipher", "unknown"), a.get("tls_cipher_bits", "?")))
+            if cfg.get("smtpd_sasl_authenticated_header") and a.get("sasl_username"):
+                lines.append("\t(Authenticated sender: %s)" % a["sasl_username"])
+            proto = a.get("protocol", "SMTP")
+            lines.append("\tby %s (%s) with %s id %s" % (host, self.service.mail_name, proto, self.queue_id))
+            if len(self.recipients) == 1:
+                lines.append("\tfor <%s>; %s" % (self.recipients[0], date))
+            else:
+                lines[-1] += ";"
+                lines.append("\t%s" % date)
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+
+    def _missing_headers(self) -> bytes:
+        """Headers appended at the end of the header section when missing."""
+        seen = self.headers.seen
+        mid = self.headers.header_value(b"message-id")
+        if mid:
+            self.message_id = mid.decode("utf-8", "replace")
+        add_missing = (self.origin in LOCAL_ORIGINS or self.service.always_add
+                       or _is_loopback(self.attrs.get("client_address", "")))
+        if not add_missing:
+            return b""
+        out = []
+        host = self.service.myhostname
+        if b"message-id" not in seen and b"resent-message-id" not in seen:
+            self.message_id = "<%s@%s>" % (self.queue_id, host)
+            out.append("Message-Id: %s\r\n" % self.message_id)
+        if b"date" not in seen and b"resent-date" not in seen:
+            out.append("Date: %s\r\n" % mail_date(self.arrival))
+        if b"from" not in seen and b"resent-from" not in seen:
+            sender = self.sender or "MAILER-DAEMON"
+            full = self.attrs.get("full_name")
+            out.append("From: %s (%s)\r\n" % (sender, full) if full else "From: %s\r\n" % sender)
+        if not (seen.keys() & {b"to", b"cc", b"bcc"}) and self.origin in ("pickup", "sendmail"):
+            out.append("To: undisclosed-recipients:;\r\n")
+        return "".join(out).encode("utf-8", "surrogateescape")
+
+    # -- commit --------------------------------------------------------------
+
+    async def commit(self) -> tuple[str, str]:
+        if self.state != "extracted":
+            raise ProtocolViolation("end record before end of content")
+        if self.status != STATUS_OK:
+            self.writer.abort()
+            return self.status, self.reason
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.writer.commit)
+        except OSError as exc:
+            self._io_error(exc)
+            self.writer.abort()
+            return self.status, self.reason
+        log.info("%s: message-id=%s", self.queue_id, self.message_id or "")
+        return STATUS_OK, ""
+
+
+class CleanupService:
+    """Shared state of one cleanup process."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.cfg = cfg = ctx.cfg
+        self.queue_dir = ctx.queue_dir
+        self.myhostname = cfg.get("myhostname")
+        self.mail_name = cfg.get("mail_name")
+        self.always_add = cfg.get("always_add_missing_headers")
+        self.hopcount_limit = cfg.get("hopcount_limit")
+        self.address_limit = cfg.get("line_length_limit")
+        self.idle_timeout = cfg.get("max_idle")
+        self.ipc_timeout = cfg.get("ipc_timeout")
+        self.qmgr: ipc.Channel | None = None
+        self.active = 0
+
+    async def handle(self, ch) -> None:
+        """One client connection: any number of messages, one after another."""
+        sub: Submission | None = None
+        try:
+            while True:
+                frame = await ch.recv(timeout=self.ipc_timeout if sub else self.idle_timeout)
+                if frame is None:
+                    break
+                if frame.kind == KIND_RECORD:
+                    if sub is None:
+                        raise ProtocolViolation("record outside a message")
+                    if frame.rtype == records.REC_END:
+                        status, reason = await sub.commit()
+                        await ch.send_attr({"id": sub.req_id, "status": status,
+                                            "reason": reason, "queue_id": sub.queue_id})
+                        self.active -= 1
+                        if status == STATUS_OK:
+                            await self.wakeup_qmgr(sub.queue_id)
+                        sub = None
+                        continue
+                    sub.record(frame.rtype, frame.data)
+                    continue
+                attrs = frame.attrs
+                request = attrs.get("request")
+                if request == "open" and sub is None:
+                    sub = await self.open(ch, attrs)
+                elif request == "abort" and sub is not None:
+                    sub.writer.abort()
+                    self.active -= 1
+                    sub = None
+                else:
+                    raise ProtocolViolation("unexpected request %r" % str(request)[:32])
+        except ProtocolViolation as exc:
+            log.warning("%s: protocol error: %s", sub.queue_id if sub else "cleanup", exc)
+        except (ipc.ChannelError, ConnectionError, asyncio.TimeoutError) as exc:
+            if sub is not None:
+                log.warning("%s: lost connection with %s: %s", sub.queue_id,
+                            sub.origin, exc or "timeout")
+        finally:
+            if sub is not None:
+                sub.writer.abort()
+                self.active -= 1
+            await ch.close()
+
+    async def open(self, ch, attrs: dict) -> Submission | None:
+        req_id = attrs.get("id")
+        try:
+            writer = await asyncio.get_running_loop().run_in_executor(
+                None, qfile.QueueWriter.create, self.queue_dir)
+        except OSError as exc:
+            status = STATUS_DISKFULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else STATUS_TEMPFAIL
+            log.warning("cleanup: create file in incoming: %s", exc.strerror or exc)
+            await ch.send_attr({"id": req_id, "status": status,
+                                "reason": "4.3.0 Error: queue file write error"})
+            return None
+        sub = Submission(self, writer, attrs)
+        sub.req_id = req_id
+        self.active += 1
+        await ch.send_attr({"id": req_id, "status": STATUS_OK, "queue_id": writer.queue_id})
+        return sub
+
+    async def wakeup_qmgr(self, queue_id: str) -> None:
+        """Tell qmgr about a new file; a failure only delays delivery.
+
+        qmgr also scans incoming/ on start and periodically, so a lost
+        wakeup never loses mail.
+        """
+        for attempt in (1, 2):
+            try:
+                if self.qmgr is None:
+                    self.qmgr = await ipc.connect(self.ctx.service_path("qmgr"), protocol="qmgr",
+                                                  timeout=self.ipc_timeout)
+                await self.qmgr.send_attr({"request": "wakeup", "queue_id": queue_id})
+                return
+            except (OSError, ipc.ChannelError, asyncio.TimeoutError):
+                if self.qmgr is not None:
+                    try:
+                        await self.qmgr.close()
+                    except Exception:
+                        pass
+                self.qmgr = None
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _is_loopback(address: str) -> bool:
+    return address.startswith("127.") or address == "::1"
+
+
+async def serve(ctx) -> None:
+    service = CleanupService(ctx)
+    servers = [await ipc.serve(sock, protocol=PROTOCOL, handler=service.handle)
+               for sock in ctx.listeners]
+    ctx.ready()
+    await ctx.stopping.wait()
+    for server in servers:
+        server.close()
+    # Let messages being received finish; smtpd sessions end on their own
+    # timeouts, so bound the wait.
+    deadline = time.monotonic() + 10
+    while service.active and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)

@@ -1,0 +1,816 @@
+"""All queue-file I/O: the only module that creates, reads, changes, moves
+or deletes queue files.
+
+File format (records.py has the record codec)::
+
+    C  size: content_size content_offset recipient_count flags (fixed width)
+    V  version "fulmar-queue 1"
+    T  arrival time "%d.%06d"
+    A  create_time=<seconds>   (written by QueueWriter unless the caller set it)
+    A  name=value ...
+    S  sender
+    R  recipient ...            (D once delivered)
+    M  start of content         <- content_offset
+    B  content blocks: every block but the last holds exactly MAX_BLOCK bytes
+    X  end of content
+    R  recipients extracted from headers ...
+    E  end (the last record; nothing follows it)
+
+``content_size`` is the number of content bytes.  Because the blocking is
+canonical, the offset of ``X`` follows from the size record alone
+(content_offset + 9 + content_size + 9 * number_of_blocks), so
+``read_envelope`` reads the envelope, jumps over the content and reads the
+extracted recipients and the end record without touching the body.
+
+Commit protocol (QueueWriter): create ``incoming/.<pid>.<n>`` with
+O_EXCL and mode 0600; its inode and the current time make the queue ID;
+records are buffered and written in large chunks; ``commit()`` appends the
+end record, writes the real size record over the placeholder at offset 0,
+fdatasync()s the file, links it to ``incoming/QID`` (link, not rename: an
+existing file of that name is never replaced; FileExistsError instead),
+unlinks the dot-file and fsync()s the directory.  Only then may anyone say
+"queued".  A crash before that leaves a dot-file, which every reader
+ignores (postsuper -p removes them).
+
+Interface::
+
+    w = QueueWriter.create(queue_dir, queue_name="incoming")   # w.queue_id, w.path
+    w.set_arrival(t); w.add_attr(name, value); w.set_sender(addr); w.flags = n
+    w.add_recipient(Recipient(address, orig_address="", dsn_orcpt="", dsn_notify=0))
+    w.write_content(data)          # any size, any number of calls
+    w.end_content()                # optional; add_recipient() after it adds
+                                   # extracted recipients (after X)
+    w.commit() -> str              # the final path
+    w.abort()                      # also done by `with` on error
+    read_envelope(path) -> Envelope
+    iter_content(path, env) -> Iterator[bytes]
+    verify(path) -> Envelope       # envelope + every content CRC
+    iter_records(path_or_binary_file) -> Iterator[(offset, rtype, data)]  # postcat
+    mark_done(path, offsets)
+    move(queue_dir, queue_id, from_queue, to_queue, sync=True) -> str
+    remove(queue_dir, queue_name, queue_id) -> bool
+    path_of(queue_dir, queue_name, queue_id) -> str
+    scan(queue_dir, queue_name) -> Iterator[(queue_id, path)]
+    set_next_attempt(path, t)      # a deferred file's mtime is its next attempt
+    set_audit_hook(hook) -> previous hook; hook(operation, path, detail)
+
+Failure behaviour: anything wrong with a file's contents raises
+``CorruptQueueFile`` (str: "path: reason"); the reader checks types,
+lengths, CRCs, record order, the size record's numbers and that ``E`` is
+the last byte, so a truncated file or a flipped byte is reported, never
+mis-read.  OS errors (a file moved away meanwhile, a full disk) propagate
+as OSError.  Strings are UTF-8 with surrogateescape, so any bytes a client
+sent survive the round trip.
+
+The one flip that is not detected, on purpose: the CRC counts ``D`` as
+``R`` so that marking a recipient done is a single in-place byte write
+(os.pwrite + fsync) that needs no CRC rewrite.  A corruption that turns a
+recipient's ``R`` into ``D`` or back therefore reads as a valid file with
+that one recipient's done flag changed: a lost or repeated delivery to one
+recipient, the same outcome as a crash on either side of mark_done().  Any
+other damage to the type byte (``R``->``B``, ...) is caught by the CRC.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Iterator
+
+from fulmar.queue import layout, qid as _qid
+from fulmar.queue import records as rec
+from fulmar.queue.records import CorruptRecord
+
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"
+
+FILE_MODE = 0o600
+DIR_MODE = layout.MODE_DEFAULT
+# The writer hands the kernel this much at a time (and a small message in
+# one write).
+WRITE_CHUNK = 256 * 1024
+# read_envelope's first read; the whole envelope of a usual message.
+ENVELOPE_READ = 64 * 1024
+READ_BUFFER = 256 * 1024
+# Attempts at a fresh dot-file name before giving up.
+CREATE_TRIES = 100
+
+_ATTR_NAME_RE = re.compile(rb"[A-Za-z0-9_.\-]+")
+_TIME_RE = re.compile(rb"([0-9]{1,15})\.([0-9]{6})")
+
+_fsync_data = getattr(os, "fdatasync", os.fsync)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+ATTR_CREATE_TIME = "create_time"
+
+AuditHook = Callable[[str, str, str], None]
+_audit_hook: AuditHook | None = None
+
+
+def set_audit_hook(hook: AuditHook | None) -> AuditHook | None:
+    """Install hook(operation, path, detail); None removes it. Returns the old one."""
+    global _audit_hook
+    old, _audit_hook = _audit_hook, hook
+    return old
+
+
+def _audit(operation: str, path: str, detail: str = "") -> None:
+    if _audit_hook is not None:
+        _audit_hook(operation, path, detail)
+
+
+class CorruptQueueFile(Exception):
+    """A queue file that must not be trusted. str() is "path: reason"."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Recipient:
+    address: str
+    orig_address: str = ""
+    dsn_orcpt: str = ""
+    dsn_notify: int = 0
+    offset: int = -1        # file offset of the R/D record (set by the reader)
+    done: bool = False
+
+
+@dataclass(slots=True)
+class Envelope:
+    queue_id: str
+    arrival_time: float
+    sender: str
+    attrs: dict[str, str]
+    recipients: list[Recipient]
+    content_offset: int
+    content_size: int
+    flags: int
+    file_size: int
+    extracted_offset: int = 0   # offset of the X record
+    version: str = rec.VERSION.decode()
+
+    @property
+    def message_size(self) -> int:
+        """What mailq and qmgr's size= report: the content bytes."""
+        return self.content_size
+
+    @property
+    def pending(self) -> list[Recipient]:
+        return [r for r in self.recipients if not r.done]
+
+
+def _enc(text: str, what: str) -> bytes:
+    data = text.encode(ENCODING, ERRORS)
+    if b"\0" in data:
+        raise ValueError(f"{what} contains NUL")
+    return data
+
+
+def _dec(data: bytes) -> str:
+    return data.decode(ENCODING, ERRORS)
+
+
+def encode_recipient(r: Recipient) -> bytes:
+    if r.dsn_notify < 0:
+        raise ValueError("dsn_notify must not be negative")
+    return b"\0".join((
+        _enc(r.address, "recipient"),
+        _enc(r.orig_address, "original recipient"),
+        _enc(r.dsn_orcpt, "ORCPT"),
+        b"%d" % r.dsn_notify,
+    ))
+
+
+def decode_recipient(data: bytes, offset: int, done: bool) -> Recipient:
+    parts = data.split(b"\0")
+    if len(parts) != 4 or not parts[3].isdigit() or not parts[3].isascii():
+        raise CorruptRecord(offset, "malformed recipient record")
+    return Recipient(_dec(parts[0]), _dec(parts[1]), _dec(parts[2]), int(parts[3]),
+                     offset=offset, done=done)
+
+
+def decode_attr(data: bytes, offset: int) -> tuple[str, str]:
+    name, sep, value = data.partition(b"=")
+    if not sep or _ATTR_NAME_RE.fullmatch(name) is None:
+        raise CorruptRecord(offset, "malformed attribute record")
+    return name.decode("ascii"), _dec(value)
+
+
+def decode_time(data: bytes, offset: int) -> tuple[int, int]:
+    m = _TIME_RE.fullmatch(data)
+    if m is None:
+        raise CorruptRecord(offset, "malformed time record")
+    return int(m[1]), int(m[2])
+
+
+def _blocks(content_size: int) -> int:
+    return -(-content_size // rec.MAX_BLOCK)
+
+
+def extracted_offset(content_offset: int, content_size: int) -> int:
+    """Offset of the X record, from the canonical blocking."""
+    return (content_offset + rec.HEADER_LEN + content_size
+            + rec.HEADER_LEN * _blocks(content_size))
+
+
+# ---------------------------------------------------------------- writing
+
+_ENVELOPE, _CONTENT, _EXTRACTED, _DONE = range(4)
+_dot_counter = itertools.count()
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class QueueWriter:
+    """Writes one new queue file; see the module docstring for the protocol."""
+
+    def __init__(self, queue_dir: str, queue_name: str, dir_fd: int, fd: int,
+                 tmp_name: str, queue_id: str, sec: int, usec: int):
+        self.queue_dir = queue_dir
+        self.queue_name = queue_name
+        self.queue_id = queue_id
+        self.flags = 0
+        self.path = os.path.join(queue_dir, queue_name, tmp_name)   # final after commit
+        self.content_size = 0
+        self._dir_fd = dir_fd
+        self._fd = fd
+        self._tmp_name = tmp_name
+        self._arrival = (sec, usec)
+        self._created = sec
+        self._attrs: dict[str, bytes] = {}
+        self._sender: bytes | None = None
+        self._rcpts: list[bytes] = []
+        self._n_rcpt = 0
+        self._state = _ENVELOPE
+        self._out = bytearray()
+        self._pending = bytearray()     # the not yet full content block
+        self._flushed = 0               # bytes already written to the file
+        self._content_offset = 0
+
+    @classmethod
+    def create(cls, queue_dir: str, queue_name: str = layout.QUEUE_INCOMING,
+               mode: int = FILE_MODE) -> QueueWriter:
+        """Create the dot-file and fix the queue ID. OSError if impossible."""
+        if queue_name not in layout.QUEUE_NAMES:
+            raise ValueError(f"bad queue name: {queue_name!r}")
+        top = os.path.join(queue_dir, queue_name)
+        dir_fd = os.open(top, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        try:
+            pid = os.getpid()
+            for _ in range(CREATE_TRIES):
+                tmp_name = f".{pid}.{next(_dot_counter)}"
+                try:
+                    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC,
+                                 mode, dir_fd=dir_fd)
+                    break
+                except FileExistsError:
+                    continue    # left over by a dead process with our pid
+            else:
+                raise FileExistsError(errno.EEXIST, "no free temporary file name", top)
+            try:
+                ino = os.fstat(fd).st_ino
+                # The time is read while this file holds the inode: see qid.py.
+                sec, usec = divmod(time.time_ns() // 1000, _qid.USEC_PER_SEC)
+                queue_id = _qid.from_parts(sec, usec, ino)
+            except BaseException:
+                os.close(fd)
+                os.unlink(tmp_name, dir_fd=dir_fd)
+                raise
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        w = cls(queue_dir, queue_name, dir_fd, fd, tmp_name, queue_id, sec, usec)
+        _audit("create", w.path, queue_id)
+        return w
+
+    # -- context manager: abort unless committed
+    def __enter__(self) -> QueueWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._state != _DONE:
+            self.abort()
+
+    def __del__(self):
+        if getattr(self, "_state", _DONE) != _DONE:
+            try:
+                self.abort()
+            except Exception:
+                pass
+
+    # -- envelope
+    def _need(self, *states: int) -> None:
+        if self._state not in states:
+            raise ValueError("queue file record out of order")
+
+    def set_arrival(self, t: float) -> None:
+        self._need(_ENVELOPE)
+        self._arrival = _qid.split_time(t)
+
+    def add_attr(self, name: str, value: str) -> None:
+        self._need(_ENVELOPE)
+        raw = name.encode("ascii", "strict") if name.isascii() else b""
+        if _ATTR_NAME_RE.fullmatch(raw) is None:
+            raise ValueError(f"bad attribute name {name!r}")
+        data = raw + b"=" + value.encode(ENCODING, ERRORS)
+        if len(data) > rec.MAX_ATTR:
+            raise ValueError(f"attribute {name} too long")
+        self._attrs[name] = data
+
+    def set_sender(self, addr: str) -> None:
+        self._need(_ENVELOPE)
+        data = _enc(addr, "sender")
+        if len(data) > rec.MAX_ADDRESS_RECORD:
+            raise ValueError("sender too long")
+        self._sender = data
+
+    def add_recipient(self, r: Recipient) -> None:
+        """Envelope recipient before content, extracted one after end_content()."""
+        self._need(_ENVELOPE, _EXTRACTED)
+        data = encode_recipient(r)
+        if self._state == _ENVELOPE:
+            rec.encode_header(rec.REC_RCPT, data)     # size check now, not at commit
+            self._rcpts.append(data)
+        else:
+            self._emit(rec.REC_RCPT, data)
+        self._n_rcpt += 1
+
+    # -- content
+    def _emit(self, rtype: bytes, data=b"") -> None:
+        out = self._out
+        out += rec.encode_header(rtype, data)
+        out += data
+        if len(out) >= WRITE_CHUNK:
+            _write_all(self._fd, out)
+            self._flushed += len(out)
+            out.clear()
+
+    def _start_content(self) -> None:
+        if self._sender is None:
+            raise ValueError("queue file without sender")
+        # Placeholder size record, rewritten by commit().
+        self._out += rec.encode(rec.REC_SIZE, rec.encode_size(0, 0, 0, 0))
+        self._out += rec.encode(rec.REC_VERSION, rec.VERSION)
+        self._out += rec.encode(rec.REC_TIME, b"%d.%06d" % self._arrival)
+        if ATTR_CREATE_TIME not in self._attrs:
+            self._out += rec.encode(rec.REC_ATTR, b"%s=%d" % (ATTR_CREATE_TIME.encode(), self._created))
+        for data in self._attrs.values():
+            self._out += rec.encode(rec.REC_ATTR, data)
+        self._out += rec.encode(rec.REC_FROM, self._sender)
+        for data in self._rcpts:
+            self._out += rec.encode(rec.REC_RCPT, data)
+        self._rcpts = []
+        self._content_offset = self._flushed + len(self._out)
+        self._state = _CONTENT
+        self._emit(rec.REC_MESG)
+
+    def write_content(self, data) -> None:
+        """Append message content (bytes-like, any size)."""
+        if self._state == _ENVELOPE:
+            self._start_content()
+        self._need(_CONTENT)
+        view = memoryview(data).cast("B")
+        if not view:
+            return
+        self.content_size += len(view)
+        pending = self._pending
+        block = rec.MAX_BLOCK
+        if pending:
+            take = block - len(pending)
+            pending += view[:take]
+            view = view[take:]
+            if len(pending) < block:
+                return
+            self._emit(rec.REC_BLOCK, pending)
+            pending.clear()
+        while len(view) >= block:
+            self._emit(rec.REC_BLOCK, view[:block])
+            view = view[block:]
+        if view:
+            pending += view
+
+    def end_content(self) -> None:
+        """Close the content; later add_recipient() calls add extracted recipients."""
+        if self._state == _ENVELOPE:
+            self._start_content()
+        if self._state == _EXTRACTED:
+            return
+        self._need(_CONTENT)
+        if self._pending:
+            self._emit(rec.REC_BLOCK, self._pending)
+            self._pending.clear()
+        self._emit(rec.REC_XTRA)
+        self._state = _EXTRACTED
+
+    # -- commit / abort
+    def commit(self) -> str:
+        """Make the file durable under its queue ID; returns the final path.
+
+        Blocking (fsync): run it in a thread from asyncio code. On failure
+        the dot-file is removed and the error re-raised.
+        """
+        self._need(_ENVELOPE, _CONTENT, _EXTRACTED)
+        try:
+            self.end_content()
+            self._emit(rec.REC_END)
+            size = rec.encode(rec.REC_SIZE, rec.encode_size(
+                self.content_size, self._content_offset, self._n_rcpt, self.flags))
+            if self._flushed == 0:
+                # The usual case: the whole file is still in memory, one write.
+                self._out[:rec.SIZE_RECORD_LEN] = size
+                _write_all(self._fd, self._out)
+            else:
+                _write_all(self._fd, self._out)
+                os.pwrite(self._fd, size, 0)
+            file_size = self._flushed + len(self._out)
+            self._out = bytearray()
+            _fsync_data(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            final = self._link_final()
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+        except BaseException:
+            self.abort()
+            raise
+        self._state = _DONE
+        self.path = final
+        _audit("commit", final, f"size={file_size}")
+        return final
+
+    def _link_final(self) -> str:
+        sub = layout.queue_subdir(self.queue_name, self.queue_id)
+        final = os.path.join(self.queue_dir, sub, self.queue_id)
+        if sub == self.queue_name:
+            final_fd = self._dir_fd
+        else:
+            final_dir = os.path.join(self.queue_dir, sub)
+            os.makedirs(final_dir, DIR_MODE, exist_ok=True)
+            final_fd = os.open(final_dir, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        try:
+            try:
+                # link(2) fails on an existing name where rename(2) would
+                # silently replace another message.
+                os.link(self._tmp_name, self.queue_id,
+                        src_dir_fd=self._dir_fd, dst_dir_fd=final_fd)
+            except FileExistsError:
+                raise FileExistsError(errno.EEXIST, "queue file exists", final) from None
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+                    raise
+                # A file system without hard links.
+                if os.path.lexists(final):
+                    raise FileExistsError(errno.EEXIST, "queue file exists", final) from None
+                os.rename(self._tmp_name, self.queue_id,
+                          src_dir_fd=self._dir_fd, dst_dir_fd=final_fd)
+            else:
+                os.unlink(self._tmp_name, dir_fd=self._dir_fd)
+            self._tmp_name = ""
+            try:
+                os.fsync(final_fd)
+            except BaseException:
+                # Not durable: take the name back, so that nobody delivers
+                # a message whose sender was told it failed.
+                os.unlink(self.queue_id, dir_fd=final_fd)
+                raise
+        finally:
+            if final_fd != self._dir_fd:
+                os.close(final_fd)
+        return final
+
+    def abort(self) -> None:
+        """Discard the file. Safe to call more than once."""
+        if self._state == _DONE and self._fd < 0 and self._dir_fd < 0:
+            return
+        self._state = _DONE
+        path = self.path
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._dir_fd >= 0:
+            try:
+                if self._tmp_name:
+                    os.unlink(self._tmp_name, dir_fd=self._dir_fd)
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(self._dir_fd)
+                self._dir_fd = -1
+        _audit("abort", path, self.queue_id)
+
+
+# ---------------------------------------------------------------- reading
+
+def _pread_exact(fd: int, n: int, offset: int) -> bytes:
+    parts = []
+    while n > 0:
+        chunk = os.pread(fd, n, offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+        offset += len(chunk)
+    return b"".join(parts)
+
+
+def read_envelope(path: str) -> Envelope:
+    """Read and check the envelope, the extracted recipients and the end.
+
+    The content is skipped (see iter_content for its CRCs).
+    """
+    path = os.fspath(path)
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        try:
+            env = _read_envelope_fd(fd, path)
+        except CorruptRecord as e:
+            raise CorruptQueueFile(path, str(e)) from None
+    finally:
+        os.close(fd)
+    _audit("read", path, "envelope")
+    return env
+
+
+def _read_envelope_fd(fd: int, path: str) -> Envelope:
+    file_size = os.fstat(fd).st_size
+    if file_size == 0:
+        raise CorruptRecord(0, "empty file")
+    head = os.pread(fd, ENVELOPE_READ, 0)
+    if len(head) < rec.SIZE_RECORD_LEN:
+        head += _pread_exact(fd, rec.SIZE_RECORD_LEN - len(head), len(head))
+    reader = rec.RecordReader(head, 0, min(len(head), file_size))
+    _, size_data = reader.expect(rec.REC_SIZE)
+    content_size, content_offset, rcpt_count, flags = rec.decode_size(size_data)
+    env_end = content_offset + rec.HEADER_LEN      # end of the (empty) M record
+    x_off = extracted_offset(content_offset, content_size)
+    if content_offset < reader.offset or x_off + 2 * rec.HEADER_LEN > file_size:
+        raise CorruptRecord(0, "size record does not match the file size")
+    if env_end > len(head):
+        head += _pread_exact(fd, env_end - len(head), len(head))
+    if len(head) < env_end:
+        raise CorruptRecord(len(head), "truncated envelope")
+
+    reader = rec.RecordReader(head, reader.offset, content_offset)
+    _, version = reader.expect(rec.REC_VERSION)
+    if version != rec.VERSION:
+        raise CorruptRecord(rec.SIZE_RECORD_LEN, f"unsupported queue file version {version!r}")
+    arrival = sender = None
+    attrs: dict[str, str] = {}
+    rcpts: list[Recipient] = []
+    for off, rtype, data in reader:
+        if rtype == rec.REC_RCPT or rtype == rec.REC_DONE:
+            rcpts.append(decode_recipient(data, off, rtype == rec.REC_DONE))
+        elif rtype == rec.REC_ATTR:
+            name, value = decode_attr(data, off)
+            attrs[name] = value
+        elif rtype == rec.REC_TIME and arrival is None:
+            arrival = decode_time(data, off)
+        elif rtype == rec.REC_FROM and sender is None:
+            sender = _dec(data)
+        else:
+            raise CorruptRecord(off, f"unexpected record {rtype.decode('latin-1')} in envelope")
+    if arrival is None:
+        raise CorruptRecord(content_offset, "no arrival time record")
+    if sender is None:
+        raise CorruptRecord(content_offset, "no sender record")
+    rec.RecordReader(head, content_offset, env_end).expect(rec.REC_MESG)
+
+    if len(head) >= file_size:
+        tail = head[x_off:file_size]        # a small file: already read whole
+    else:
+        tail = _pread_exact(fd, file_size - x_off, x_off)
+    reader = rec.RecordReader(tail, 0, len(tail))
+    try:
+        reader.expect(rec.REC_XTRA)
+        while True:
+            off = reader.offset
+            got = reader.read()
+            if got is None:
+                raise CorruptRecord(off, "no end record")
+            _, rtype, data = got
+            if rtype == rec.REC_END:
+                if reader.offset != len(tail):
+                    raise CorruptRecord(reader.offset, "data after the end record")
+                break
+            if rtype not in (rec.REC_RCPT, rec.REC_DONE):
+                raise CorruptRecord(off, f"unexpected record {rtype.decode('latin-1')} after content")
+            r = decode_recipient(data, off, rtype == rec.REC_DONE)
+            r.offset += x_off
+            rcpts.append(r)
+    except CorruptRecord as e:
+        # Report file offsets, not offsets in the tail buffer.
+        raise CorruptRecord(x_off + e.offset, e.reason) from None
+    if len(rcpts) != rcpt_count:
+        raise CorruptRecord(0, f"size record says {rcpt_count} recipients, file has {len(rcpts)}")
+    return Envelope(
+        queue_id=os.path.basename(path),
+        arrival_time=arrival[0] + arrival[1] / _qid.USEC_PER_SEC,
+        sender=sender,
+        attrs=attrs,
+        recipients=rcpts,
+        content_offset=content_offset,
+        content_size=content_size,
+        flags=flags,
+        file_size=file_size,
+        extracted_offset=x_off,
+    )
+
+
+def iter_content(path: str, env: Envelope) -> Iterator[bytes]:
+    """The content blocks in order, each CRC-checked; CorruptQueueFile if not."""
+    path = os.fspath(path)
+    _audit("read", path, "content")
+    with open(path, "rb", buffering=READ_BUFFER) as f:
+        f.seek(env.content_offset)
+        end = extracted_offset(env.content_offset, env.content_size) + rec.HEADER_LEN
+        reader = rec.RecordReader(f, env.content_offset, end)
+        try:
+            reader.expect(rec.REC_MESG)
+            remaining = env.content_size
+            while remaining:
+                want = min(remaining, rec.MAX_BLOCK)
+                off, data = reader.expect(rec.REC_BLOCK)
+                if len(data) != want:
+                    raise CorruptRecord(off, "content block of the wrong size")
+                remaining -= want
+                yield data
+            reader.expect(rec.REC_XTRA)
+        except CorruptRecord as e:
+            raise CorruptQueueFile(path, str(e)) from None
+
+
+def verify(path: str) -> Envelope:
+    """read_envelope() plus every content CRC: the full check."""
+    env = read_envelope(path)
+    for _ in iter_content(path, env):
+        pass
+    return env
+
+
+def iter_records(source) -> Iterator[tuple[int, bytes, bytes]]:
+    """Every record in file order, for postcat: (offset, rtype, data).
+
+    source is a path or a readable binary file (e.g. stdin). Stops after the
+    end record; CorruptQueueFile for a damaged record, a missing end record
+    or data after it. Does not check the record order.
+    """
+    if isinstance(source, (str, bytes, os.PathLike)):
+        path = os.fsdecode(source)
+        _audit("read", path, "records")
+        with open(path, "rb", buffering=READ_BUFFER) as f:
+            yield from _iter_records(f, path)
+    else:
+        yield from _iter_records(source, getattr(source, "name", "stdin"))
+
+
+def _iter_records(f: BinaryIO, path: str) -> Iterator[tuple[int, bytes, bytes]]:
+    reader = rec.RecordReader(f, 0)
+    try:
+        while True:
+            got = reader.read()
+            if got is None:
+                raise CorruptRecord(reader.offset, "no end record")
+            yield got
+            if got[1] == rec.REC_END:
+                if f.read(1):
+                    raise CorruptRecord(reader.offset, "data after the end record")
+                return
+    except CorruptRecord as e:
+        raise CorruptQueueFile(str(path), str(e)) from None
+
+
+# ---------------------------------------------------------------- changing
+
+def mark_done(path: str, offsets: list[int]) -> None:
+    """Mark the recipients at these record offsets done: one byte each, one fsync."""
+    path = os.fspath(path)
+    if not offsets:
+        return
+    fd = os.open(path, os.O_RDWR | _O_CLOEXEC)
+    try:
+        todo = []
+        for off in offsets:
+            cur = os.pread(fd, 1, off)
+            if cur == rec.REC_RCPT:
+                todo.append(off)
+            elif cur != rec.REC_DONE:
+                raise CorruptQueueFile(path, f"offset {off}: not a recipient record")
+        for off in todo:
+            os.pwrite(fd, rec.REC_DONE, off)
+        if todo:
+            _fsync_data(fd)
+    finally:
+        os.close(fd)
+    _audit("mark_done", path, " ".join(map(str, offsets)))
+
+
+def path_of(queue_dir: str, queue_name: str, queue_id: str) -> str:
+    """The path of queue_id in queue_name (hashed as configured).
+
+    ValueError for an unknown queue name or an ID that is not a safe name.
+    """
+    if queue_name not in layout.QUEUE_NAMES:
+        raise ValueError(f"bad queue name: {queue_name!r}")
+    if not _qid.name_ok(queue_id):
+        raise ValueError(f"bad queue ID: {queue_id!r}")
+    return os.path.join(queue_dir, layout.queue_subdir(queue_name, queue_id), queue_id)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def move(queue_dir: str, queue_id: str, from_queue: str, to_queue: str,
+         sync: bool = True) -> str:
+    """rename(2) a queue file to another queue; returns the new path.
+
+    With sync (the default) both directories are fsync()ed; qmgr may pass
+    sync=False for moves that a restart redoes anyway (incoming -> active).
+    FileNotFoundError if the file is not there.
+    """
+    src = path_of(queue_dir, from_queue, queue_id)
+    dst = path_of(queue_dir, to_queue, queue_id)
+    if src == dst:
+        raise ValueError("move to the same queue")
+    try:
+        os.rename(src, dst)
+    except FileNotFoundError:
+        dst_dir = os.path.dirname(dst)
+        if os.path.isdir(dst_dir) or not os.path.lexists(src):
+            raise
+        os.makedirs(dst_dir, DIR_MODE, exist_ok=True)   # a hash directory
+        os.rename(src, dst)
+    if sync:
+        _fsync_dir(os.path.dirname(dst))
+        _fsync_dir(os.path.dirname(src))
+    _audit("move", src, dst)
+    return dst
+
+
+def remove(queue_dir: str, queue_name: str, queue_id: str) -> bool:
+    """Delete a queue file; False if it was not there.
+
+    Not fsync()ed: if a crash undoes it, the file comes back with every
+    recipient done and is removed again.
+    """
+    path = path_of(queue_dir, queue_name, queue_id)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    _audit("remove", path, queue_id)
+    return True
+
+
+def set_next_attempt(path: str, t: float) -> None:
+    """Set a deferred file's next delivery attempt time (its mtime)."""
+    os.utime(path, (t, t))
+    _audit("utime", os.fspath(path), "%.6f" % t)
+
+
+def scan(queue_dir: str, queue_name: str) -> Iterator[tuple[str, str]]:
+    """(queue_id, path) of every queue file in a queue, in directory order.
+
+    Skips dot-files (files being written) and names that are not queue
+    file names; walks one-character sub-directories at any level, as
+    Postfix's scan_dir does, so files survive a hash_queue_depth change.
+    """
+    if queue_name not in layout.QUEUE_NAMES:
+        raise ValueError(f"bad queue name: {queue_name!r}")
+    yield from _scan(os.path.join(queue_dir, queue_name))
+
+
+def _scan(directory: str) -> Iterator[tuple[str, str]]:
+    subdirs = []
+    with os.scandir(directory) as it:
+        for entry in it:
+            name = entry.name
+            if name[0] == ".":
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if len(name) == 1:
+                    subdirs.append(entry.path)
+            elif entry.is_file(follow_symlinks=False) and _qid.name_ok(name):
+                yield name, entry.path
+    for sub in subdirs:
+        try:
+            yield from _scan(sub)
+        except FileNotFoundError:
+            continue

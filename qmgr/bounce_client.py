@@ -1,0 +1,89 @@
+"""qmgr's client for the bounce daemon (`private/bounce`).
+
+NAME
+    qmgr.bounce_client -- append to defer/bounce logs, flush DSNs
+
+DESCRIPTION
+    One channel, requests one at a time under a lock, so that requests for
+    a message reach the bounce daemon in the order qmgr made them (a defer
+    log removed at activation is never removed after the new reasons were
+    appended). Every method returns True on success and False when the
+    bounce daemon could not do it; qmgr then keeps the recipient or message
+    in the queue, so a failure here delays mail but never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from fulmar import log
+from fulmar.ipc import channel as ipc
+from fulmar.ipc.frames import KIND_ATTR, KIND_RECORD
+
+PROTOCOL = "bounce"
+
+
+class BounceClient:
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.ch = None
+        self.lock = asyncio.Lock()
+        self.ids = itertools.count(1)
+        self.timeout = ctx.cfg.get("ipc_timeout")
+
+    async def _call(self, request: dict) -> dict | None:
+        async with self.lock:
+            for _attempt in (1, 2):
+                try:
+                    if self.ch is None:
+                        self.ch = await ipc.connect(self.ctx.service_path("bounce"),
+                                                    protocol=PROTOCOL, timeout=self.timeout)
+                    req_id = next(self.ids)
+                    await self.ch.send_attr(dict(request, id=req_id))
+                    frame = await self.ch.recv(timeout=self.timeout)
+                    if frame is None or frame.kind != KIND_ATTR or frame.attrs.get("id") != req_id:
+                        raise ipc.ChannelError("bad reply from bounce service")
+                    return frame.attrs
+                except (OSError, ipc.ChannelError, asyncio.TimeoutError) as exc:
+                    if self.ch is not None:
+                        try:
+                            await self.ch.close()
+                        except Exception:
+                            pass
+                    self.ch = None
+                    error = exc
+            log.warning("%s: bounce service: %s", request.get("queue_id", "qmgr"), error or "timeout")
+            return None
+
+    async def append(self, which: str, queue_id: str, entry: dict) -> bool:
+        reply = await self._call(dict(entry, request="append", log=which, queue_id=queue_id))
+        return bool(reply) and reply.get("status") == "ok"
+
+    async def flush(self, queue_id: str, queue_name: str, path: str, sender: str) -> bool:
+        """Turn bounce/QID into a non-delivery notice (queued through cleanup)."""
+        reply = await self._call({"request": "flush", "queue_id": queue_id, "sender": sender,
+                                  "queue_name": queue_name, "path": path})
+        return bool(reply) and reply.get("status") == "ok"
+
+    async def success(self, queue_id: str, queue_name: str, path: str, sender: str) -> bool:
+        """Turn trace/QID into a delivery report for NOTIFY=SUCCESS recipients."""
+        reply = await self._call({"request": "success", "queue_id": queue_id, "sender": sender,
+                                  "queue_name": queue_name, "path": path})
+        return bool(reply) and reply.get("status") == "ok"
+
+    async def remove(self, queue_id: str, which: str | None = None) -> bool:
+        """Delete one log (bounce, defer, trace) of a message, or all three."""
+        request = {"request": "remove", "queue_id": queue_id}
+        if which:
+            request["log"] = which
+        reply = await self._call(request)
+        return bool(reply) and reply.get("status") == "ok"
+
+    async def close(self) -> None:
+        if self.ch is not None:
+            try:
+                await self.ch.close()
+            except Exception:
+                pass
+            self.ch = None

@@ -1,0 +1,489 @@
+"""The queue manager: moves mail through the queues and hands it to agents.
+
+NAME
+    qmgr -- Postfix-style queue manager
+
+SYNOPSIS
+    python -I -m qmgr -c CONFIG_DIR -s qmgr -t unix   (started by master)
+
+DESCRIPTION
+    qmgr is the only process that moves queue files between queues
+    (house rule 1). It serves the `qmgr` protocol on `public/qmgr`
+    (wakeups from cleanup, flush requests from postqueue/postfix).
+
+    incoming/ -> active/
+        On a wakeup naming a queue ID, and on scans of incoming/ (at start
+        and every `queue_run_delay`), files are renamed into active/ while
+        fewer than `qmgr_message_active_limit` messages are active. The
+        envelope is read (fulmar.queue.qfile); a corrupt file goes to
+        corrupt/ with a warning. qmgr logs
+        `QID: from=<sender>, size=N, nrcpt=N (queue active)`.
+
+    routing
+        Each pending recipient is resolved (fulmar.resolve) to a transport
+        and next hop; recipients are grouped into delivery jobs per
+        destination (up to `<transport>_destination_recipient_limit`) and
+        scheduled by qmgr.scheduler.
+
+    delivery
+        A job is a `deliver` request on a channel to `private/<transport>`
+        (a pool of connections per transport; each connection carries one
+        request at a time). The agent logs the delivery lines and answers
+        with per-recipient results.
+
+    results
+        sent: the recipient is done. bounced: the reason is appended to
+        the message's bounce log (bounce daemon), then the recipient is
+        done. deferred: the recipient stays pending and its reason goes to
+        the defer log when the message is deferred. A recipient is marked
+        done in the file (fsync'd) only while the message stays in the
+        queue; a message whose recipients are all done is simply removed.
+
+    end of an attempt
+        All done: bounce log flushed into a DSN if there is one (bounce
+        daemon, through cleanup), logs removed, file removed,
+        `QID: removed`. Some deferred: if the message is older than
+        `maximal_queue_lifetime` (`bounce_queue_lifetime` for null-sender
+        mail) they are bounced (`status=expired, returned to sender`);
+        otherwise the file moves to deferred/ with its mtime set to the next
+        attempt: now + clamp(age, minimal_backoff_time, maximal_backoff_time)
+        as Postfix.
+
+    deferred/ -> active/
+        Every `queue_run_delay` (and on flush) deferred/ is scanned and the
+        files whose time has come are activated, within the active limit;
+        the scan resumes where there is room.
+
+    restart
+        On start, files left in active/ by a crash are taken up again:
+        their done recipients are skipped, so nothing is lost and nothing
+        done is delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from fulmar import log
+from fulmar.config.mastercf import parse_master_cf
+from fulmar.ipc import channel as ipc
+from fulmar.ipc.frames import KIND_ATTR, KIND_RECORD
+from fulmar.queue import qfile
+from fulmar.queue import qid as queue_ids
+from fulmar.resolve import Resolver
+from fulmar.smtp import delivery_log
+from fulmar.smtp.dsn import DSN_NOTIFY_SUCCESS
+from qmgr.bounce_client import BounceClient
+from qmgr.scheduler import Job, Limits, Scheduler
+from qmgr.transport import TransportPool, TransportUnavailable
+
+PROTOCOL = "qmgr"
+
+INCOMING = "incoming"
+ACTIVE = "active"
+DEFERRED = "deferred"
+CORRUPT = "corrupt"
+
+
+class Message:
+    """An active message: its envelope and the state of this attempt."""
+
+    __slots__ = ("queue_id", "env", "from_queue", "qmgr_time", "jobs", "deferred",
+                 "bounced", "done_offsets", "notify_success")
+
+    def __init__(self, queue_id: str, env, from_queue: str) -> None:
+        self.queue_id = queue_id
+        self.env = env
+        self.from_queue = from_queue
+        self.qmgr_time = time.time()
+        self.jobs = 0
+        self.deferred: dict[int, dict] = {}      # offset -> result
+        self.bounced = False
+        self.done_offsets: list[int] = []        # done this attempt, not yet on disk
+        self.notify_success = False
+
+    @property
+    def path(self) -> str:
+        return os.path.join(ACTIVE, self.queue_id)
+
+
+class QueueManager:
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.cfg = cfg = ctx.cfg
+        self.queue_dir = ctx.queue_dir
+        self.resolver = Resolver(cfg)
+        self.active_limit = cfg.get("qmgr_message_active_limit")
+        self.run_delay = cfg.get("queue_run_delay")
+        self.min_backoff = cfg.get("minimal_backoff_time")
+        self.max_backoff = cfg.get("maximal_backoff_time")
+        self.max_lifetime = cfg.get("maximal_queue_lifetime")
+        self.bounce_lifetime = cfg.get("bounce_queue_lifetime")
+        self.messages: dict[str, Message] = {}
+        self.process_limits = self._process_limits()
+        self.scheduler = Scheduler(self._limits, self._transport_limit, self.min_backoff)
+        self.transports = TransportPool(ctx)
+        self.bounce = BounceClient(ctx)
+        self.kick = asyncio.Event()           # something to schedule or scan
+        self.incoming_wanted = True           # scan incoming/ at next chance
+        self.deferred_scan_due = 0.0
+        self.force_deferred = False
+        self.tasks: set[asyncio.Task] = set()
+        self.pending_ids: list[str] = []      # wakeups to handle
+
+    # -- configuration helpers ----------------------------------------------
+
+    def _process_limits(self) -> dict[str, int]:
+        limits = {}
+        try:
+            for svc in parse_master_cf(os.path.join(self.cfg.config_dir, "master.cf")):
+                if svc.type == "unix" and svc.maxproc is not None:
+                    limits[svc.name] = svc.maxproc
+        except (OSError, Exception) as exc:   # master already validated it
+            log.warning("cannot read master.cf: %s", exc)
+        return limits
+
+    def _transport_limit(self, transport: str) -> int:
+        limit = self.process_limits.get(transport) or self.cfg.get("default_process_limit")
+        return max(1, limit)
+
+    def _limits(self, transport: str) -> Limits:
+        tp = self.cfg.transport_param
+        return Limits(concurrency=tp(transport, "destination_concurrency_limit"),
+                      initial=self.cfg.get("initial_destination_concurrency"),
+                      recipients=tp(transport, "destination_recipient_limit"),
+                      rate_delay=tp(transport, "destination_rate_delay"))
+
+    # -- the qmgr protocol ----------------------------------------------------
+
+    async def handle(self, ch) -> None:
+        try:
+            while True:
+                frame = await ch.recv(timeout=None)
+                if frame is None:
+                    break
+                if frame.kind != KIND_ATTR:
+                    log.warning("qmgr: unexpected record frame from client")
+                    break
+                req = frame.attrs.get("request")
+                if req == "wakeup":
+                    qid = frame.attrs.get("queue_id")
+                    if isinstance(qid, str) and queue_ids.is_queue_id(qid):
+                        self.pending_ids.append(qid)
+                    else:
+                        self.incoming_wanted = True
+                    self.kick.set()
+                elif req in ("flush", "flush_site", "flush_id"):
+                    self.flush()
+                    if "id" in frame.attrs:
+                        await ch.send_attr({"id": frame.attrs["id"], "status": "ok"})
+                else:
+                    log.warning("qmgr: unknown request %r", str(req)[:32])
+        except (ipc.ChannelError, ConnectionError, asyncio.TimeoutError):
+            pass
+        finally:
+            await ch.close()
+
+    def flush(self) -> None:
+        """Make deferred mail eligible now (postqueue -f, postfix flush)."""
+        self.scheduler.revive_all()
+        self.force_deferred = True
+        self.deferred_scan_due = 0.0
+        self.incoming_wanted = True
+        self.kick.set()
+
+    # -- main loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        # Files left in active/ by a crash first: they are ours already.
+        for qid, _path in list(qfile.scan(self.queue_dir, ACTIVE)):
+            self.activate(qid, ACTIVE)
+        while not self.ctx.stopping.is_set():
+            now = time.time()
+            if self.pending_ids:
+                ids, self.pending_ids = self.pending_ids, []
+                for qid in ids:
+                    if len(self.messages) >= self.active_limit:
+                        self.incoming_wanted = True
+                        break
+                    if qid not in self.messages:
+                        self.activate(qid, INCOMING)
+            if self.incoming_wanted and len(self.messages) < self.active_limit:
+                self.incoming_wanted = False
+                self.scan(INCOMING, now)
+            if now >= self.deferred_scan_due and len(self.messages) < self.active_limit:
+                complete = self.scan(DEFERRED, now, force=self.force_deferred)
+                if complete:
+                    self.force_deferred = False
+                    self.deferred_scan_due = now + self.run_delay
+                    self.incoming_wanted = True
+            self.schedule(now)
+            timeout = max(0.0, min(self.deferred_scan_due, now + self.run_delay) - time.time())
+            if self.scheduler.next_wakeup is not None:
+                timeout = min(timeout, max(0.0, self.scheduler.next_wakeup - time.time()))
+            self.kick.clear()
+            try:
+                await asyncio.wait_for(self.kick.wait(), timeout)
+            except asyncio.TimeoutError:
+                self.incoming_wanted = True
+        # Stopping: let deliveries in flight finish, bounded by the agents'
+        # own timeouts; master kills us after its grace period anyway.
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=self.ctx.cfg.get("daemon_timeout"))
+
+    def scan(self, queue: str, now: float, force: bool = False) -> bool:
+        """Activate files of `queue` while there is room; True if the scan completed."""
+        for qid, path in qfile.scan(self.queue_dir, queue):
+            if len(self.messages) >= self.active_limit:
+                return False
+            if qid in self.messages:
+                continue
+            if queue == DEFERRED and not force:
+                try:
+                    if os.stat(os.path.join(self.queue_dir, path)).st_mtime > now:
+                        continue
+                except FileNotFoundError:
+                    continue
+            self.activate(qid, queue)
+        return True
+
+    def activate(self, qid: str, from_queue: str) -> None:
+        """Move one file into active/ and queue its recipients for delivery."""
+        try:
+            if from_queue != ACTIVE:
+                # No directory fsync: after a crash the file is in one of
+                # the two directories, and either is scanned at start.
+                qfile.move(self.queue_dir, qid, from_queue, ACTIVE, sync=False)
+        except FileNotFoundError:
+            return                      # gone meanwhile (postsuper -d, or a duplicate wakeup)
+        except OSError as exc:
+            log.warning("%s: move to active: %s", qid, exc.strerror or exc)
+            return
+        path = qfile.path_of(self.queue_dir, ACTIVE, qid)
+        try:
+            env = qfile.read_envelope(path)
+        except qfile.CorruptQueueFile as exc:
+            log.warning("%s: corrupt queue file: %s; moved to corrupt/", qid, exc)
+            try:
+                qfile.move(self.queue_dir, qid, ACTIVE, CORRUPT)
+            except OSError:
+                pass
+            return
+        except OSError as exc:
+            log.warning("%s: read queue file: %s", qid, exc.strerror or exc)
+            return
+        msg = Message(qid, env, from_queue)
+        self.messages[qid] = msg
+        pending = [r for r in env.recipients if not r.done]
+        log.info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)",
+                 qid, env.sender, env.content_size, len(env.recipients))
+        if from_queue == DEFERRED:
+            self.spawn(self.bounce.remove(qid, "defer"))
+        if not pending:
+            self.spawn(self.finish(msg))
+            return
+        groups: dict[tuple[str, str], list] = {}
+        for rcpt in pending:
+            route = self.resolver.resolve(rcpt.address)
+            groups.setdefault((route.transport, route.nexthop), []).append(rcpt)
+        for (transport, nexthop), rcpts in groups.items():
+            limit = self.scheduler.recipient_limit(transport)
+            for i in range(0, len(rcpts), limit):
+                msg.jobs += 1
+                self.scheduler.add(Job(msg, transport, nexthop, rcpts[i:i + limit]))
+        self.kick.set()
+
+    def schedule(self, now: float) -> None:
+        for dest, job, dead in self.scheduler.runnable(now):
+            if dead:
+                reason = "delivery temporarily suspended: " + dest.dead_reason
+                results = [self._result(r, "deferred", dest.dead_dsn or "4.4.1", reason)
+                           for r in job.recipients]
+                self._log_results(job, results, relay="none")
+                self.spawn(self.job_done(job, results))
+            else:
+                self.spawn(self.deliver(dest, job))
+
+    def spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("qmgr: internal error: %s: %s", type(exc).__name__, exc)
+
+    # -- delivery -------------------------------------------------------------
+
+    async def deliver(self, dest, job: Job) -> None:
+        msg = job.message
+        env = msg.env
+        request = {
+            "request": "deliver",
+            "queue_name": ACTIVE,
+            "queue_id": msg.queue_id,
+            "path": os.path.relpath(qfile.path_of(self.queue_dir, ACTIVE, msg.queue_id),
+                                    self.queue_dir),
+            "transport": job.transport,
+            "nexthop": job.nexthop,
+            "sender": env.sender,
+            "arrival_time": env.arrival_time,
+            "qmgr_time": msg.qmgr_time,
+            "dsn_envid": env.attrs.get("dsn_envid", ""),
+            "dsn_ret": env.attrs.get("dsn_ret", ""),
+            "smtputf8": env.attrs.get("smtputf8", ""),
+            "recipients": [{"address": r.address, "orig_address": r.orig_address,
+                            "dsn_orcpt": r.dsn_orcpt, "dsn_notify": r.dsn_notify,
+                            "offset": r.offset} for r in job.recipients],
+        }
+        site_failure = False
+        reason = ""
+        try:
+            results = await self.transports.request(job.transport, request)
+            by_offset = {r.get("offset"): r for r in results if isinstance(r, dict)}
+            results = [by_offset.get(r.offset) or
+                       self._result(r, "deferred", "4.3.0", "unknown mail transport error")
+                       for r in job.recipients]
+            site_failure = all(r["status"] == "deferred" for r in results) and all(
+                r.get("relay", "none") == "none" or r.get("site_failure") for r in results)
+            reason = results[0].get("reason", "") if results else ""
+        except TransportUnavailable as exc:
+            results = [self._result(r, "deferred", "4.3.0", str(exc)) for r in job.recipients]
+            self._log_results(job, results, relay="none")
+        self.scheduler.done(dest, time.time(), site_failure=site_failure, reason=reason,
+                            dsn=results[0]["dsn"] if results else "4.4.1")
+        self.kick.set()
+        await self.job_done(job, results)
+
+    @staticmethod
+    def _result(rcpt, status: str, dsn: str, reason: str) -> dict:
+        return {"offset": rcpt.offset, "status": status, "dsn": dsn, "reason": reason,
+                "relay": "none"}
+
+    def _log_results(self, job: Job, results: list[dict], relay: str) -> None:
+        """Delivery lines for results qmgr decided itself (no agent ran)."""
+        now = time.time()
+        env = job.message.env
+        for rcpt, res in zip(job.recipients, results):
+            log.info("%s", delivery_log.format_delivery(
+                job.message.queue_id, recipient=rcpt.address, orig_recipient=rcpt.orig_address,
+                relay=relay, times=delivery_log.DeliveryTimes(
+                    arrival=env.arrival_time, active=job.message.qmgr_time),
+                dsn=res["dsn"], status=res["status"], reason=res["reason"], now=now))
+
+    async def job_done(self, job: Job, results: list[dict]) -> None:
+        msg = job.message
+        done_now: list[int] = []
+        for rcpt, res in zip(job.recipients, results):
+            status = res.get("status")
+            if status == "sent":
+                done_now.append(rcpt.offset)
+                if rcpt.dsn_notify & DSN_NOTIFY_SUCCESS:
+                    # Recorded in trace/QID; the bounce daemon turns it
+                    # into a delivery report when the message is done.
+                    if await self.bounce.append("trace", msg.queue_id, self._bounce_entry(rcpt, res)):
+                        msg.notify_success = True
+            elif status == "bounced":
+                ok = await self.bounce.append("bounce", msg.queue_id, self._bounce_entry(rcpt, res))
+                if ok:
+                    msg.bounced = True
+                    done_now.append(rcpt.offset)
+                else:
+                    msg.deferred[rcpt.offset] = self._bounce_entry(
+                        rcpt, dict(res, status="deferred"))
+            else:
+                msg.deferred[rcpt.offset] = self._bounce_entry(rcpt, res)
+        msg.jobs -= 1
+        msg.done_offsets.extend(done_now)
+        if msg.jobs > 0 and done_now:
+            # Other jobs of this message are still running: make these
+            # recipients' completion durable now, so that a crash never
+            # delivers them twice.
+            await self._mark_done(msg)
+        if msg.jobs == 0:
+            await self.finish(msg)
+
+    @staticmethod
+    def _bounce_entry(rcpt, res: dict) -> dict:
+        return {"address": rcpt.address, "orig_address": rcpt.orig_address,
+                "dsn_orcpt": rcpt.dsn_orcpt, "dsn_notify": rcpt.dsn_notify,
+                "offset": rcpt.offset, "status": res.get("status", "deferred"),
+                "dsn": res.get("dsn", "4.0.0"), "reason": res.get("reason", ""),
+                "relay": res.get("relay", "none")}
+
+    async def _mark_done(self, msg: Message) -> None:
+        offsets, msg.done_offsets = msg.done_offsets, []
+        if not offsets:
+            return
+        path = qfile.path_of(self.queue_dir, ACTIVE, msg.queue_id)
+        await asyncio.get_running_loop().run_in_executor(None, qfile.mark_done, path, offsets)
+
+    async def finish(self, msg: Message) -> None:
+        """End of an attempt: remove, bounce, or defer the message."""
+        qid = msg.queue_id
+        env = msg.env
+        now = time.time()
+        try:
+            if msg.deferred:
+                lifetime = self.bounce_lifetime if env.sender == "" else self.max_lifetime
+                if now - env.arrival_time >= lifetime:
+                    for entry in msg.deferred.values():
+                        if await self.bounce.append("bounce", qid, dict(entry, status="expired")):
+                            msg.done_offsets.append(entry["offset"])
+                            msg.bounced = True
+                    log.info("%s: from=<%s>, status=expired, returned to sender", qid, env.sender)
+                    msg.deferred = {o: e for o, e in msg.deferred.items()
+                                    if o not in set(msg.done_offsets)}
+            if msg.bounced or self._has_log("bounce", qid):
+                if not await self.bounce.flush(qid, ACTIVE, msg.path, env.sender):
+                    # No DSN could be queued: keep the message and retry.
+                    await self._mark_done(msg)
+                    self._defer(msg, now, retry_soon=True)
+                    return
+            if msg.notify_success:
+                await self.bounce.success(qid, ACTIVE, msg.path, env.sender)
+            if msg.deferred:
+                await self._mark_done(msg)
+                for entry in msg.deferred.values():
+                    await self.bounce.append("defer", qid, entry)
+                self._defer(msg, now)
+                return
+            if msg.from_queue != INCOMING and self._has_log("defer", qid):
+                await self.bounce.remove(qid, "defer")
+            qfile.remove(self.queue_dir, ACTIVE, qid)
+            log.info("%s: removed", qid)
+        finally:
+            self.messages.pop(qid, None)
+            self.incoming_wanted = True
+            self.kick.set()
+
+    def _has_log(self, which: str, qid: str) -> bool:
+        return os.path.exists(qfile.path_of(self.queue_dir, which, qid))
+
+    def _defer(self, msg: Message, now: float, retry_soon: bool = False) -> None:
+        age = now - msg.env.arrival_time
+        delay = self.min_backoff if retry_soon else min(max(age, self.min_backoff), self.max_backoff)
+        try:
+            path = qfile.move(self.queue_dir, msg.queue_id, ACTIVE, DEFERRED, sync=False)
+            qfile.set_next_attempt(path, now + delay)
+        except OSError as exc:
+            log.warning("%s: move to deferred: %s", msg.queue_id, exc.strerror or exc)
+
+
+async def serve(ctx) -> None:
+    qm = QueueManager(ctx)
+    servers = [await ipc.serve(sock, protocol=PROTOCOL, handler=qm.handle)
+               for sock in ctx.listeners]
+    ctx.ready()
+    runner = asyncio.get_running_loop().create_task(qm.run())
+    await ctx.stopping.wait()
+    qm.kick.set()
+    for server in servers:
+        server.close()
+    await runner
+    await qm.transports.close()
+    await qm.bounce.close()

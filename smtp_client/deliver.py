@@ -1,0 +1,879 @@
+"""The smtp/lmtp delivery agent: serves the "delivery" protocol.
+
+NAME
+    smtp_client.deliver - deliver one queued message to one next hop
+
+SYNOPSIS
+    await serve(ctx)                         # daemon entry (see __main__)
+    agent = Agent(Settings.from_config(cfg, "smtp"), resolver, queue_dir, logger)
+    results = await agent.deliver(request)   # request: the "deliver" attributes
+    await agent.shutdown()
+
+DESCRIPTION
+    For each "deliver" request (docs/internals.md, protocol "delivery") the
+    agent reads the envelope and content with fulmar.queue.qfile, finds the
+    servers, talks SMTP (or LMTP) with smtp_client.protocol, logs one
+    Postfix delivery line per recipient and replies with per-recipient
+    results {offset, status, dsn, reason, relay}.  It never writes the
+    queue file; qmgr marks recipients done.
+
+    Next hop forms: "[host]:port", "[host]" (no MX lookup), "host:port",
+    "host" (MX lookup, default port $smtp_tcp_port), "[ipv6:addr]", and for
+    LMTP "inet:host:port" and "unix:/path" (LMTP never looks up MX).
+
+    MX handling: hosts in preference order (equal preferences shuffled by
+    fulmar.dns), addresses limited by $smtp_mx_address_limit, sessions by
+    $smtp_mx_session_limit.  A null MX bounces every recipient with 5.1.10
+    "Domain X does not accept mail (nullMX)" (Postfix says 5.1.0; issue 3
+    asks for RFC 7505's 5.1.10).  When we are an MX host for the domain
+    (an address we listen on, or $myhostname as MX name) the list is cut
+    at our preference; nothing left gives 5.4.6 "mail for X loops back to
+    myself" (or 4.4.4 "unable to find primary relay for X").
+
+    The next server is tried after a connection failure, a greeting that
+    is not 2xx (5xx only with $smtp_skip_5xx_greeting), a 4xx at
+    HELO/EHLO/MAIL, or a lost connection; recipients that got 4xx are
+    retried at the next server, as Postfix does.  The last server's result
+    is final.  A recipient that was never tried on an established session
+    gets the last connection error ("connect to H[IP]:25: Connection
+    refused", 4.4.1) with relay=none.
+
+    TLS: $smtp_tls_security_level "may" uses STARTTLS when offered, with no
+    certificate verification; a failed handshake is retried once in
+    plain text with the same server, as Postfix does.  "encrypt" (and,
+    until issue 6, "verify"/"secure"/"dane"...) requires STARTTLS but does
+    not verify (XXX issue 6).
+
+    Connection reuse: after a transaction the connection is kept for
+    $smtp_connection_cache_time_limit seconds per next hop (RSET is
+    pipelined after the end of data to prove it alive), at most
+    $smtp_connection_reuse_count_limit uses (0 = no limit) and
+    $smtp_connection_reuse_time_limit seconds.  A request for the same
+    next hop takes it without a DNS lookup.  If a reused connection turns
+    out dead before MAIL FROM is answered, a fresh connection is made and
+    nothing is reported for the dead one.  Idle connections are closed
+    with QUIT in the background.
+
+FAILURES
+    A queue file that cannot be read defers every recipient with 4.3.0
+    and a warning; the DATA phase is then aborted by closing the
+    connection, so no truncated message is ever completed with ".".
+    An exception in the agent (our bug) defers the request with 4.3.0
+    "unknown mail transport error" and logs an error; the daemon goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from fulmar import dns as fdns
+from fulmar.smtp.delivery_log import DeliveryTimes, format_delivery
+from smtp_client import protocol as P
+
+#: Well-known ports for service names when /etc/services lacks them.
+_SERVICE_PORTS = {"smtp": 25, "lmtp": 24}
+RELAY_NONE = "none"
+DSN_CONNECT = "4.4.1"
+DSN_QUEUE_FILE = "4.3.0"
+#: A pending-write size above which the content writer waits for drain;
+#: asyncio's own high-water mark default (64 KiB) times four.
+CONTENT_BUFFER = 4 * 65536
+
+# Stage -> name of the timeout setting.
+_STAGE_TIMEOUT = {
+    P.STAGE_GREETING: "helo_timeout",
+    P.STAGE_HELO: "helo_timeout",
+    P.STAGE_HELO_FALLBACK: "helo_timeout",
+    P.STAGE_STARTTLS: "starttls_timeout",
+    P.STAGE_TLS: "starttls_timeout",
+    P.STAGE_MAIL: "mail_timeout",
+    P.STAGE_RCPT: "rcpt_timeout",
+    P.STAGE_DATA: "data_init_timeout",
+    P.STAGE_CONTENT: "data_xfer_timeout",
+    P.STAGE_DOT: "data_done_timeout",
+    P.STAGE_RSET: "rset_timeout",
+    P.STAGE_QUIT: "quit_timeout",
+}
+
+
+# Settings ----------------------------------------------------------------------
+
+def _param(cfg, prefix: str, name: str):
+    """$<prefix>_<name>, falling back to smtp_<name> for LMTP."""
+    try:
+        return cfg.get(f"{prefix}_{name}")
+    except KeyError:
+        if prefix == "smtp":
+            raise
+        return cfg.get(f"smtp_{name}")
+
+
+@dataclass
+class Settings:
+    prefix: str = "smtp"
+    connect_timeout: float = 30
+    helo_timeout: float = 300
+    mail_timeout: float = 300
+    rcpt_timeout: float = 300
+    data_init_timeout: float = 120
+    data_xfer_timeout: float = 180
+    data_done_timeout: float = 600
+    rset_timeout: float = 20
+    quit_timeout: float = 300
+    starttls_timeout: float = 300
+    mx_address_limit: int = 5
+    mx_session_limit: int = 2
+    default_port: int = 25
+    cache_time_limit: float = 2
+    reuse_count_limit: int = 0
+    reuse_time_limit: float = 300
+    tls_level: str = "may"
+    helo_name: str = "localhost"
+    myhostname: str = "localhost"
+    skip_5xx_greeting: bool = True
+    inet_protocols: list[str] = field(default_factory=lambda: ["ipv4", "ipv6"])
+    address_preference: str = "any"
+    randomize_addresses: bool = True
+    max_line: int = 2048
+    delay_resolution: int = 2
+    own_addresses: frozenset = frozenset()
+
+    @property
+    def lmtp(self) -> bool:
+        return self.prefix == "lmtp"
+
+    def timeout_for(self, stage: str | None) -> float:
+        return getattr(self, _STAGE_TIMEOUT.get(stage or P.STAGE_QUIT, "quit_timeout"))
+
+    @classmethod
+    def from_config(cls, cfg, prefix: str = "smtp") -> Settings:
+        g = lambda name: _param(cfg, prefix, name)  # noqa: E731
+        helo = "lhlo" if prefix == "lmtp" else "helo"
+        protocols = cfg.get("inet_protocols")
+        if isinstance(protocols, str):
+            protocols = protocols.replace(",", " ").split()
+        return cls(
+            prefix=prefix,
+            connect_timeout=g("connect_timeout"),
+            helo_timeout=g(f"{helo}_timeout"),
+            mail_timeout=g("mail_timeout"),
+            rcpt_timeout=g("rcpt_timeout"),
+            data_init_timeout=g("data_init_timeout"),
+            data_xfer_timeout=g("data_xfer_timeout"),
+            data_done_timeout=g("data_done_timeout"),
+            rset_timeout=g("rset_timeout"),
+            quit_timeout=g("quit_timeout"),
+            starttls_timeout=g("starttls_timeout"),
+            mx_address_limit=g("mx_address_limit"),
+            mx_session_limit=g("mx_session_limit"),
+            default_port=parse_port(str(g("tcp_port"))),
+            cache_time_limit=g("connection_cache_time_limit"),
+            reuse_count_limit=g("connection_reuse_count_limit"),
+            reuse_time_limit=g("connection_reuse_time_limit"),
+            tls_level=(g("tls_security_level") or "none").lower(),
+            helo_name=g(f"{helo}_name"),
+            myhostname=cfg.get("myhostname"),
+            skip_5xx_greeting=g("skip_5xx_greeting"),
+            inet_protocols=protocols,
+            address_preference=g("address_preference"),
+            randomize_addresses=g("randomize_addresses"),
+            max_line=cfg.get("line_length_limit"),
+            delay_resolution=cfg.get("delay_logging_resolution_limit"),
+            own_addresses=own_addresses(cfg.get("inet_interfaces"), cfg.get("proxy_interfaces")),
+        )
+
+
+def parse_port(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        return socket.getservbyname(text, "tcp")
+    except OSError:
+        if text in _SERVICE_PORTS:
+            return _SERVICE_PORTS[text]
+        raise ValueError(f"unknown service: {text}") from None
+
+
+def _interface_addresses() -> set[str]:
+    """Addresses of this host's interfaces (Linux /proc), for inet_interfaces=all."""
+    out: set[str] = set()
+    try:
+        with open("/proc/net/fib_trie") as f:
+            last = None
+            for line in f:
+                s = line.strip()
+                if s.startswith("|--"):
+                    last = s[3:].strip()
+                elif "host LOCAL" in s and last:
+                    out.add(last)
+    except OSError:
+        out.add("127.0.0.1")
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                h = line.split()[0]
+                out.add(str(ipaddress.IPv6Address(bytes.fromhex(h))))
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def own_addresses(inet_interfaces, proxy_interfaces=()) -> frozenset:
+    """The addresses this MTA receives mail on (Postfix own_inet_addr_list)."""
+    def items(v):
+        return v.replace(",", " ").split() if isinstance(v, str) else list(v or [])
+    out: set[str] = set()
+    for item in items(inet_interfaces) + items(proxy_interfaces):
+        low = item.lower()
+        if low == "all":
+            out |= _interface_addresses()
+        elif low == "loopback-only":
+            out |= {"127.0.0.1", "::1"}
+        else:
+            addr = item.strip("[]")
+            try:
+                out.add(str(ipaddress.ip_address(addr)))
+            except ValueError:
+                pass   # XXX host names in inet_interfaces are not resolved here
+    return frozenset(out)
+
+
+# Next hops -----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    host: str
+    port: int
+    mx: bool
+    unix_path: str = ""
+
+    @property
+    def key(self) -> tuple:
+        return (self.host.lower(), self.port, self.mx, self.unix_path)
+
+
+def parse_nexthop(nexthop: str, default_port: int, lmtp: bool = False) -> Destination:
+    """Postfix's smtp/lmtp destination syntax -> Destination."""
+    s = nexthop.strip()
+    if lmtp:
+        if s.startswith("unix:"):
+            return Destination("", 0, False, s[5:])
+        if s.startswith("inet:"):
+            s = s[5:]
+    port = default_port
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0:
+            raise ValueError(f"bad destination: {nexthop}")
+        host, rest = s[1:end], s[end + 1:]
+        if host.lower().startswith("ipv6:"):
+            host = host[5:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"bad destination: {nexthop}")
+            port = parse_port(rest[1:])
+        return Destination(host, port, False)
+    host, sep, p = s.rpartition(":")
+    if sep and host and ":" not in host:
+        port = parse_port(p)
+    else:
+        host = s
+    return Destination(host, port, not lmtp)
+
+
+@dataclass(slots=True)
+class Target:
+    name: str
+    ip: str
+    port: int
+    pref: int = 0
+    unix_path: str = ""
+
+    @property
+    def namaddr(self) -> str:
+        return f"{self.name}[{self.unix_path or self.ip}]"
+
+    @property
+    def relay(self) -> str:
+        return self.namaddr if self.unix_path else f"{self.namaddr}:{self.port}"
+
+
+class FinalError(Exception):
+    def __init__(self, failure: P.Failure):
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+class QueueFileError(Exception):
+    pass
+
+
+# Connections ---------------------------------------------------------------------
+
+@dataclass
+class Connection:
+    target: Target
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    client: P.Client
+    created: float
+    uses: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+
+class ConnectionCache:
+    """Idle connections per next hop, closed after the time limit."""
+
+    def __init__(self, closer):
+        self._idle: dict[tuple, list[Connection]] = {}
+        self._closer = closer
+
+    def put(self, key: tuple, conn: Connection, ttl: float) -> None:
+        loop = asyncio.get_running_loop()
+        conn.timer = loop.call_later(ttl, self._expire, key, conn)
+        self._idle.setdefault(key, []).append(conn)
+
+    def get(self, key: tuple) -> Connection | None:
+        conns = self._idle.get(key)
+        while conns:
+            conn = conns.pop()
+            if conn.timer:
+                conn.timer.cancel()
+                conn.timer = None
+            if not conns:
+                del self._idle[key]
+            if conn.writer.is_closing():
+                continue
+            return conn
+        return None
+
+    def _expire(self, key: tuple, conn: Connection) -> None:
+        conns = self._idle.get(key, [])
+        if conn in conns:
+            conns.remove(conn)
+            if not conns:
+                self._idle.pop(key, None)
+            self._closer(conn)
+
+    def drain_all(self) -> list[Connection]:
+        out = [c for conns in self._idle.values() for c in conns]
+        for c in out:
+            if c.timer:
+                c.timer.cancel()
+        self._idle.clear()
+        return out
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._idle.values())
+
+
+@dataclass
+class Attempt:
+    done: P.TransactionDone | None = None
+    failure: P.Failure | None = None
+    setup_done: float | None = None
+    reusable: bool = False
+    alive: bool = False
+    tls_failed: bool = False
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: str
+    dsn: str
+    reason: str
+    relay: str = RELAY_NONE
+    setup_done: float | None = None
+    done: float = 0.0
+    conn_use: int = 0
+
+
+class _NullLog:
+    def info(self, *a):
+        pass
+
+    warning = error = info
+
+
+# The agent ---------------------------------------------------------------------------
+
+class Agent:
+    def __init__(self, settings: Settings, resolver: fdns.Resolver, queue_dir: str,
+                 logger=None, qfile=None, tls_context: ssl.SSLContext | None = None):
+        self.s = settings
+        self.resolver = resolver
+        self.queue_dir = queue_dir
+        self.log = logger or _NullLog()
+        if qfile is None:
+            from fulmar.queue import qfile as _qfile
+            qfile = _qfile
+        self.qfile = qfile
+        self.cache = ConnectionCache(self._close_later)
+        self._background: set[asyncio.Task] = set()
+        self._tls_context = tls_context
+
+    # -- IPC ---------------------------------------------------------------------
+    async def handle_channel(self, ch) -> None:
+        from fulmar.ipc import channel
+        tasks: set[asyncio.Task] = set()
+        try:
+            while True:
+                try:
+                    frame = await ch.recv(timeout=None)
+                except (channel.ChannelError, ConnectionError, asyncio.IncompleteReadError, EOFError):
+                    break
+                attrs = _frame_attrs(frame)
+                if not isinstance(attrs, dict) or attrs.get("request") != "deliver":
+                    self.log.warning("unexpected delivery request: %.100r", attrs)
+                    continue
+                t = asyncio.create_task(self._serve_request(ch, attrs))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+        finally:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _serve_request(self, ch, req: dict) -> None:
+        try:
+            results = await self.deliver(req)
+        except Exception as e:   # our bug: defer, never crash the daemon
+            self.log.error("%s: delivery failed: %s: %s", req.get("queue_id", "?"), type(e).__name__, e)
+            results = [{"offset": r.get("offset"), "status": "deferred", "dsn": "4.3.0",
+                        "reason": "unknown mail transport error", "relay": RELAY_NONE}
+                       for r in req.get("recipients") or [] if isinstance(r, dict)]
+        await ch.send_attr({"id": req.get("id"), "results": results})
+
+    # -- one request ----------------------------------------------------------------
+    async def deliver(self, req: dict) -> list[dict]:
+        handoff = time.time()
+        queue_id = str(req.get("queue_id", ""))
+        rcpts = [r for r in req.get("recipients") or [] if isinstance(r, dict)]
+        arrival = float(req.get("arrival_time") or handoff)
+        active = req.get("qmgr_time")
+        times_base = (arrival, float(active) if active is not None else None, handoff)
+        outcomes: list[Outcome | None] = [None] * len(rcpts)
+        path = os.path.join(self.queue_dir, str(req.get("path", "")))
+        try:
+            env = self.qfile.read_envelope(path)
+        except Exception as e:   # CorruptQueueFile, OSError
+            self.log.warning("%s: cannot read queue file %s: %s", queue_id, path, e)
+            now = time.time()
+            outcomes = [Outcome("deferred", DSN_QUEUE_FILE, "error reading queue file", done=now)
+                        for _ in rcpts]
+            return self._report(queue_id, rcpts, outcomes, times_base)
+        msg = P.Message(
+            sender=str(req.get("sender", env.sender) or ""),
+            recipients=[P.Rcpt(str(r.get("address", "")), str(r.get("orig_address") or ""),
+                               str(r.get("dsn_orcpt") or ""), int(r.get("dsn_notify") or 0)) for r in rcpts],
+            size=int(env.content_size),
+            body_8bit=str(env.attrs.get("body_type", "")).upper() == "8BITMIME",
+            smtputf8=_smtputf8_mask(req.get("smtputf8", env.attrs.get("smtputf8"))),
+            dsn_ret=req.get("dsn_ret") or env.attrs.get("dsn_ret") or "",
+            dsn_envid=str(req.get("dsn_envid") or env.attrs.get("dsn_envid") or ""),
+        )
+        try:
+            await self._deliver_message(str(req.get("nexthop", "")), msg, path, env, outcomes)
+        except QueueFileError as e:
+            self.log.warning("%s: cannot read queue file %s: %s", queue_id, path, e)
+            now = time.time()
+            for i, o in enumerate(outcomes):
+                if o is None or o.status == "deferred":
+                    outcomes[i] = Outcome("deferred", DSN_QUEUE_FILE, "error reading queue file", done=now)
+        return self._report(queue_id, rcpts, outcomes, times_base)
+
+    def _report(self, queue_id, rcpts, outcomes, times_base) -> list[dict]:
+        arrival, active, handoff = times_base
+        results = []
+        for r, o in zip(rcpts, outcomes):
+            if o is None:   # cannot happen; never lose a recipient
+                o = Outcome("deferred", "4.3.0", "unknown mail transport error", done=time.time())
+            times = DeliveryTimes(arrival, active, handoff, o.setup_done)
+            self.log.info("%s", format_delivery(
+                queue_id, recipient=str(r.get("address", "")), orig_recipient=str(r.get("orig_address") or ""),
+                relay=o.relay, times=times, dsn=o.dsn, status=o.status, reason=o.reason,
+                now=o.done, conn_use=o.conn_use, resolution=self.s.delay_resolution))
+            results.append({"offset": r.get("offset"), "status": o.status, "dsn": o.dsn,
+                            "reason": o.reason, "relay": o.relay})
+        return results
+
+    async def _deliver_message(self, nexthop: str, msg: P.Message, path: str, env,
+                               outcomes: list) -> None:
+        s = self.s
+        pending = list(range(len(msg.recipients)))
+
+        def settle_all(f: P.Failure, relay: str = RELAY_NONE, setup=None) -> None:
+            now = time.time()
+            for i in pending:
+                outcomes[i] = Outcome(f.status, f.dsn, f.reason, relay, setup, now)
+
+        try:
+            dest = parse_nexthop(nexthop, s.default_port, s.lmtp)
+        except ValueError as e:
+            settle_all(P.Failure("4.3.5", f"mail transport unavailable: {e}", "setup"))
+            return
+        sessions = 0
+        # A cached connection to this next hop needs no DNS at all.
+        conn = self.cache.get(dest.key)
+        if conn is not None:
+            att = await self._attempt(conn, msg, pending, path, env, reused=True)
+            if att is not None:
+                sessions += 1
+                pending = self._apply(att, conn, msg, pending, outcomes, more=True)
+                self._after(dest, conn, att)
+                if not pending:
+                    return
+        try:
+            targets = await self._targets(dest)
+        except fdns.DnsError as e:
+            settle_all(P.Failure(e.dsn, e.text, "dns"))
+            return
+        except FinalError as e:
+            settle_all(e.failure)
+            return
+        last: P.Failure | None = None
+        for n, target in enumerate(targets):
+            if s.mx_session_limit and sessions >= s.mx_session_limit:
+                break
+            more = n + 1 < len(targets) and not (s.mx_session_limit and sessions + 1 >= s.mx_session_limit)
+            tls = s.tls_level
+            while True:
+                conn = await self._connect(target, tls)
+                if isinstance(conn, P.Failure):
+                    last = conn
+                    break
+                sessions += 1
+                att = await self._attempt(conn, msg, pending, path, env, reused=False)
+                if att.tls_failed and tls == "may":
+                    self._close_later(conn, polite=False)
+                    tls = "none"       # RETRY_AS_PLAINTEXT, same server
+                    continue
+                if att.tls_failed:
+                    att.failure = P.Failure("4.7.5", "Cannot start TLS: handshake failure", P.STAGE_TLS)
+                break
+            if isinstance(conn, P.Failure):
+                continue
+            if att.failure is not None and att.done is None:
+                f = att.failure
+                next_ok = f.temporary or (f.stage == P.STAGE_GREETING and s.skip_5xx_greeting)
+                self._after(dest, conn, att)
+                if next_ok and more:
+                    last = f
+                    continue
+                settle_all(f, target.relay, att.setup_done)
+                return
+            pending = self._apply(att, conn, msg, pending, outcomes, more=more)
+            self._after(dest, conn, att)
+            if not pending:
+                return
+            last = None
+        if pending:
+            if last is not None:
+                settle_all(last)
+            # else: the soft results of the last session are already final
+
+    def _apply(self, att: Attempt, conn: Connection, msg, pending, outcomes, more: bool) -> list[int]:
+        """Record an attempt's results; return the recipients to try again."""
+        now = time.time()
+        relay = conn.target.relay
+        done = att.done
+        if done is None:
+            f = att.failure or P.Failure("4.4.2", f"lost connection with {conn.target.namaddr}", "setup")
+            for i in pending:
+                outcomes[i] = Outcome(f.status, f.dsn, f.reason, relay, att.setup_done, now, conn.uses)
+            return list(pending) if (f.temporary and more) else []
+        if done.mail_failed is not None and done.mail_failed.temporary and more:
+            f = done.mail_failed
+            for i in pending:
+                outcomes[i] = Outcome(f.status, f.dsn, f.reason, relay, att.setup_done, now, conn.uses)
+            return list(pending)
+        again = []
+        for i, res in zip(pending, done.results):
+            outcomes[i] = Outcome(res.status, res.dsn, res.reason, relay, att.setup_done, now, conn.uses)
+            if res.status == "deferred" and more:
+                again.append(i)
+        return again
+
+    def _after(self, dest: Destination, conn: Connection, att: Attempt) -> None:
+        """Cache a reusable connection or close it."""
+        s = self.s
+        if att.reusable and not conn.client.closed and self._may_reuse(conn):
+            self.cache.put(dest.key, conn, s.cache_time_limit)
+        else:
+            self._close_later(conn, polite=att.alive and not conn.client.closed)
+
+    def _may_reuse(self, conn: Connection) -> bool:
+        s = self.s
+        if s.cache_time_limit <= 0:
+            return False
+        if s.reuse_count_limit and conn.uses >= s.reuse_count_limit:
+            return False
+        return time.time() - conn.created < s.reuse_time_limit
+
+    # -- DNS --------------------------------------------------------------------
+    async def _targets(self, dest: Destination) -> list[Target]:
+        s = self.s
+        if dest.unix_path:
+            return [Target(s.myhostname, "", 0, 0, dest.unix_path)]
+        if not dest.mx:
+            ips = await self.resolver.resolve_addresses(
+                dest.host, s.inet_protocols, preference=s.address_preference,
+                randomize=s.randomize_addresses)
+            targets = [Target(dest.host, ip, dest.port) for ip in ips]
+            return targets[: s.mx_address_limit] if s.mx_address_limit else targets
+        mx = await self.resolver.resolve_mx(dest.host)
+        if mx.null_mx:
+            raise FinalError(P.Failure("5.1.10", f"Domain {dest.host} does not accept mail (nullMX)", "dns"))
+        outs = await asyncio.gather(*(
+            self.resolver.resolve_addresses(h, s.inet_protocols, preference=s.address_preference,
+                                            randomize=s.randomize_addresses)
+            for _, h in mx.hosts), return_exceptions=True)
+        targets: list[Target] = []
+        errors: list[fdns.DnsError] = []
+        for (pref, host), out in zip(mx.hosts, outs):
+            if isinstance(out, fdns.DnsError):
+                errors.append(out)
+            elif isinstance(out, BaseException):
+                raise out
+            else:
+                targets += [Target(host, ip, dest.port, pref) for ip in out]
+        if not targets:
+            soft = [e for e in errors if e.temporary]
+            if not mx.implicit:
+                self.log.warning("no MX host for %s has a valid address record", dest.host)
+            raise (soft or errors)[-1]
+        # Loop detection: cut the list at our own preference.
+        me = s.myhostname.lower().rstrip(".")
+        mine = [t.pref for t in targets if t.ip in s.own_addresses or t.name.lower() == me]
+        if mine:
+            self_pref = min(mine)
+            best_found = targets[0].pref
+            targets = [t for t in targets if t.pref < self_pref]
+            if not targets:
+                if mx.hosts[0][0] != best_found:
+                    raise FinalError(P.Failure("4.4.4", f"unable to find primary relay for {dest.host}", "dns"))
+                raise FinalError(P.Failure("5.4.6", f"mail for {dest.host} loops back to myself", "dns"))
+        return targets[: s.mx_address_limit] if s.mx_address_limit else targets
+
+    # -- sessions ---------------------------------------------------------------
+    async def _connect(self, target: Target, tls: str) -> Connection | P.Failure:
+        s = self.s
+        try:
+            if target.unix_path:
+                coro = asyncio.open_unix_connection(target.unix_path)
+            else:
+                coro = asyncio.open_connection(target.ip, target.port)
+            reader, writer = await asyncio.wait_for(coro, s.connect_timeout)
+        except TimeoutError:
+            return P.Failure(DSN_CONNECT, f"connect to {target.relay}: Connection timed out", "connect")
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else (e.strerror or str(e))
+            return P.Failure(DSN_CONNECT, f"connect to {target.relay}: {why}", "connect")
+        client = P.Client(peer=target.namaddr, helo_name=s.helo_name, myhostname=s.myhostname,
+                          lmtp=s.lmtp, tls="none" if target.unix_path else _tls_mode(tls),
+                          max_line=s.max_line)
+        return Connection(target, reader, writer, client, time.time())
+
+    async def _read_events(self, conn: Connection) -> list:
+        client = conn.client
+        out = client.pull()
+        try:
+            if out:
+                conn.writer.write(out)
+                await asyncio.wait_for(conn.writer.drain(), self.s.timeout_for(client.waiting_for))
+            data = await asyncio.wait_for(conn.reader.read(65536),
+                                          self.s.timeout_for(client.waiting_for))
+        except TimeoutError:
+            return client.connection_lost(timeout=True)
+        except (OSError, ConnectionError):
+            return client.connection_lost()
+        if not data:
+            return client.connection_lost()
+        return client.receive(data)
+
+    async def _attempt(self, conn: Connection, msg: P.Message, pending: list[int], path, env,
+                       reused: bool) -> Attempt | None:
+        """Run one transaction on a connection; None: reused and found dead."""
+        client = conn.client
+        sub = P.Message(msg.sender, [msg.recipients[i] for i in pending], msg.size, msg.body_8bit,
+                        msg.smtputf8, msg.dsn_ret, msg.dsn_envid)
+        want_cache = self.s.cache_time_limit > 0
+        att = Attempt()
+        queue: deque = deque()
+        begun = False
+        if reused:
+            queue.append(P.Ready())
+        while True:
+            if not queue:
+                queue.extend(await self._read_events(conn))
+                continue
+            ev = queue.popleft()
+            if isinstance(ev, P.Ready):
+                if begun:
+                    att.reusable = att.alive = True
+                    return att
+                begun = True
+                conn.uses += 1
+                att.setup_done = time.time()
+                queue.extend(client.begin(sub))
+            elif isinstance(ev, P.StartTLS):
+                if not await self._start_tls(conn):
+                    att.tls_failed = True
+                    return att
+                client.tls_established()
+            elif isinstance(ev, P.SendContent):
+                queue.extend(await self._send_content(conn, path, env, want_cache))
+            elif isinstance(ev, P.TransactionDone):
+                sf = ev.session_failure
+                if reused and sf is not None and not client.mail_replied:
+                    self._close_later(conn, polite=False)
+                    return None
+                if reused and ev.mail_failed is not None and ev.mail_failed.code == 421:
+                    self._close_later(conn, polite=False)
+                    return None
+                att.done = ev
+                if sf is not None:
+                    return att
+                att.alive = True
+                if not want_cache:
+                    return att
+            elif isinstance(ev, P.SessionFailed):
+                if att.done is None:
+                    att.failure = ev.failure
+                att.alive = False
+                return att
+            elif isinstance(ev, P.Closed):
+                return att
+
+    async def _send_content(self, conn: Connection, path, env, want_cache: bool) -> list:
+        enc = P.ContentEncoder()
+        w = conn.writer
+        timeout = self.s.data_xfer_timeout
+        try:
+            try:
+                for block in self.qfile.iter_content(path, env):
+                    w.write(enc.encode(block))
+                    if w.transport.get_write_buffer_size() > CONTENT_BUFFER:
+                        await asyncio.wait_for(w.drain(), timeout)
+            except (OSError, ConnectionError, TimeoutError):
+                raise
+            except Exception as e:   # corrupt queue file: never finish the DATA
+                w.transport.abort()
+                conn.client.closed = True
+                raise QueueFileError(str(e)) from e
+            evs = conn.client.content_end(enc.finish(), rset=want_cache)
+            w.write(conn.client.pull())
+            await asyncio.wait_for(w.drain(), timeout)
+            return evs
+        except TimeoutError:
+            return conn.client.content_timeout()
+        except (OSError, ConnectionError):
+            return conn.client.connection_lost()
+
+    async def _start_tls(self, conn: Connection) -> bool:
+        ctx = self._tls_context or _default_tls_context()
+        host = conn.target.name
+        try:
+            ipaddress.ip_address(host)
+            host = None
+        except ValueError:
+            pass
+        try:
+            await asyncio.wait_for(conn.writer.start_tls(ctx, server_hostname=host),
+                                   self.s.starttls_timeout)
+        except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as e:
+            self.log.warning("TLS handshake with %s failed: %s", conn.target.relay, e)
+            return False
+        sslobj = conn.writer.get_extra_info("ssl_object")
+        if sslobj is not None:
+            cipher = sslobj.cipher() or ("?", "?", 0)
+            self.log.info("Untrusted TLS connection established to %s: %s with cipher %s (%s/%s bits)",
+                          conn.target.relay, sslobj.version(), cipher[0], cipher[2], cipher[2])
+        return True
+
+    # -- closing -----------------------------------------------------------------
+    def _close_later(self, conn: Connection, polite: bool = True) -> None:
+        t = asyncio.get_running_loop().create_task(self._close(conn, polite))
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+
+    async def _close(self, conn: Connection, polite: bool) -> None:
+        try:
+            if polite and not conn.client.closed and not conn.writer.is_closing():
+                conn.client.quit()
+                conn.writer.write(conn.client.pull())
+                await asyncio.wait_for(conn.reader.read(self.s.max_line), self.s.quit_timeout)
+        except (OSError, ConnectionError, TimeoutError):
+            pass
+        finally:
+            conn.writer.close()
+
+    async def shutdown(self) -> None:
+        for conn in self.cache.drain_all():
+            self._close_later(conn)
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def _tls_mode(level: str) -> str:
+    if level in ("", "none"):
+        return "none"
+    if level == "may":
+        return "may"
+    return "encrypt"   # XXX issue 6: verify/secure/dane/fingerprint
+
+
+def _default_tls_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _smtputf8_mask(value) -> int:
+    if isinstance(value, bool):
+        return P.SMTPUTF8_REQUESTED if value else 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v.isdigit():
+            return int(v)
+        return P.SMTPUTF8_REQUESTED if v in ("yes", "true", "y", "1") else 0
+    return 0
+
+
+def _frame_attrs(frame):
+    for name in ("attrs", "payload", "data"):
+        v = getattr(frame, name, None)
+        if isinstance(v, dict):
+            return v
+    if isinstance(frame, dict):
+        return frame
+    if isinstance(frame, tuple) and len(frame) == 2 and isinstance(frame[1], dict):
+        return frame[1]
+    return None
+
+
+# The daemon -----------------------------------------------------------------------
+
+async def serve(ctx) -> None:
+    from fulmar import log
+    from fulmar.ipc import channel
+    prefix = "lmtp" if ctx.process_name == "lmtp" else "smtp"
+    settings = Settings.from_config(ctx.cfg, prefix)
+    agent = Agent(settings, fdns.Resolver.from_config(ctx.cfg), ctx.queue_dir, logger=log)
+    servers = [await channel.serve(sock, "delivery", agent.handle_channel) for sock in ctx.listeners]
+    ctx.ready()
+    await ctx.stopping.wait()
+    for srv in servers:
+        close = getattr(srv, "close", None)
+        if close is not None:
+            close()
+    await agent.shutdown()

@@ -1,0 +1,610 @@
+"""The asyncio shell around smtpd.protocol: one Session per SMTP connection.
+
+NAME
+    smtpd.session - sockets, timers, cleanup channels and log lines
+
+SYNOPSIS
+    from smtpd.session import Service
+    svc = Service(cfg, cleanup_path, log=None, lookup_client_name=None, policy=None)
+    server = await loop.create_server(svc.protocol_factory, sock=listener)
+    ...
+    await svc.drain(timeout)      # wait (bounded) for in-flight sessions
+
+DESCRIPTION
+    Session is an asyncio.Protocol.  data_received() feeds the sans-IO
+    ServerProtocol and writes its replies at once; every event goes through
+    one worker task per session, in order, so the cleanup records of a
+    message are written in the order the content arrived.  Decisions that
+    need I/O (restrictions, cleanup open/commit, ETRN, the error sleep) run
+    in that task; the protocol buffers further input meanwhile.  Reading
+    pauses while more than READ_PAUSE_BYTES of content wait for cleanup
+    (backpressure), and resumes below half of that.
+
+    Cleanup (contract in docs/internals.md, protocol "cleanup"): the queue
+    file is opened at the first accepted RCPT (Postfix's
+    smtpd_delay_open_until_valid_rcpt = yes), which gives the queue ID and
+    the `QID: client=host[ip]` line; the sender (S) and each accepted
+    recipient (R) are sent as they are accepted, M at DATA, B blocks as
+    content arrives, X and E at the end, then the commit reply decides the
+    250/4xx/5xx.  Cleanup channels are pooled per process (CleanupPool) and
+    reused across transactions and sessions.
+
+    Per-client concurrency: smtpd_client_connection_count_limit is counted
+    per smtpd process (Postfix counts per service in anvil(8)); excess
+    connections get `421 4.7.0 Error: too many connections from ADDR`.
+    smtpd_forbid_bare_newline_exclusions (default $mynetworks) switches the
+    bare-LF policy to "no" for the clients it matches.
+
+    The client host name is "unknown" unless the injectable
+    lookup_client_name(addr) returns a name; the default does a PTR lookup
+    with forward confirmation through fulmar.dns when
+    smtpd_peername_lookup = yes.
+
+LOGS (as Postfix)
+    connect from host[ip] / QID: client=host[ip] /
+    NOQUEUE: reject: RCPT from host[ip]: 554 5.7.1 <x>: Relay access denied; from=<a> to=<x> proto=ESMTP helo=<h> /
+    improper command pipelining after CMD from host[ip]: TEXT /
+    timeout after CMD from host[ip] / lost connection after CMD from host[ip] /
+    too many errors after CMD from host[ip] /
+    disconnect from host[ip] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5
+
+FAILURE BEHAVIOUR
+    A cleanup failure (connect, timeout, bad reply) answers
+    451 4.3.0 Error: queue file write error; status "diskfull" answers
+    452 4.3.1 Insufficient system storage; the session goes on.  An
+    exception in the worker is logged as a warning and the connection is
+    closed with 421; nothing is ever sent to the client as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from fulmar.smtp import address as A
+from fulmar.smtp import reply as R
+from fulmar.smtp.reply import Reply
+from smtpd import protocol as P
+from smtpd.policy import Client, NetworkList, Policy, PolicySettings, reject_log_line, split_restrictions
+
+# Content waiting for cleanup before reading from the client pauses.
+READ_PAUSE_BYTES = 1 << 20
+# One B record carries at most this much (docs/internals.md).
+RECORD_MAX = 65536
+# Idle cleanup channels kept per process.
+CLEANUP_POOL_SIZE = 8
+
+
+class _FulmarLog:
+    def __call__(self, level: str, fmt: str, *args) -> None:
+        from fulmar import log
+        getattr(log, level)(fmt, *args)
+
+
+class CleanupError(Exception):
+    def __init__(self, reply: Reply, why: str = ""):
+        super().__init__(why or str(reply))
+        self.reply = reply
+
+
+class CleanupPool:
+    """A few reusable channels to private/cleanup."""
+
+    def __init__(self, path: str, timeout: float, size: int = CLEANUP_POOL_SIZE):
+        self.path = path
+        self.timeout = timeout
+        self.size = size
+        self._idle: list = []
+
+    async def acquire(self):
+        from fulmar.ipc import channel
+        while self._idle:
+            ch = self._idle.pop()
+            if not ch.closed:
+                return ch
+        return await channel.connect(self.path, protocol="cleanup", timeout=self.timeout)
+
+    def release(self, ch, healthy: bool) -> None:
+        if healthy and not ch.closed and len(self._idle) < self.size:
+            self._idle.append(ch)
+        else:
+            ch.abort()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for ch in idle:
+            try:
+                await ch.close(timeout=1.0)
+            except Exception:
+                ch.abort()
+
+
+_STATUS_REPLIES = {
+    "tempfail": R.QUEUE_WRITE_ERROR,
+    "diskfull": R.INSUFFICIENT_STORAGE,
+    "toolarge": R.SIZE_EXCEEDED,
+}
+
+
+class CleanupTransaction:
+    """One message on a pooled cleanup channel."""
+
+    def __init__(self, pool: CleanupPool):
+        self.pool = pool
+        self.ch = None
+        self.id = 0
+        self.queue_id = ""
+        self.failed: Reply | None = None
+
+    async def open(self, attrs: dict) -> str:
+        try:
+            self.ch = await self.pool.acquire()
+            self.id = self.ch.next_id()
+            reply = await self.ch.request({"request": "open", "id": self.id, "origin": "smtpd", **attrs},
+                                          "cleanup.open_reply", timeout=self.pool.timeout)
+        except Exception as e:
+            self._drop()
+            raise CleanupError(R.QUEUE_WRITE_ERROR, f"cleanup open: {e}") from None
+        if reply.get("status") != "ok" or not reply.get("queue_id"):
+            self.pool.release(self.ch, True)
+            self.ch = None
+            raise CleanupError(_STATUS_REPLIES.get(reply.get("status"), R.QUEUE_WRITE_ERROR),
+                               f"cleanup open: {reply.get('status')} {reply.get('reason', '')}")
+        self.queue_id = reply["queue_id"]
+        return self.queue_id
+
+    async def record(self, rtype: bytes, data: bytes) -> None:
+        if self.failed is not None or self.ch is None:
+            return
+        try:
+            if len(data) <= RECORD_MAX:
+                await self.ch.send_record(rtype, data)
+            else:
+                view = memoryview(data)
+                for i in range(0, len(data), RECORD_MAX):
+                    await self.ch.send_record(rtype, bytes(view[i:i + RECORD_MAX]))
+        except Exception:
+            self.failed = R.QUEUE_WRITE_ERROR
+            self._drop()
+
+    async def commit(self) -> Reply:
+        if self.failed is not None or self.ch is None:
+            self._drop()
+            return self.failed or R.QUEUE_WRITE_ERROR
+        try:
+            await self.ch.send_record(b"X", b"")
+            await self.ch.send_record(b"E", b"")
+            reply = await self.ch.recv_attr("cleanup.commit_reply", timeout=self.pool.timeout)
+        except Exception:
+            self._drop()
+            return R.QUEUE_WRITE_ERROR
+        self.pool.release(self.ch, reply.get("id") == self.id)
+        self.ch = None
+        status = reply.get("status")
+        if status == "ok":
+            return R.queued_as(reply.get("queue_id") or self.queue_id)
+        if status == "reject":
+            parsed = Reply.parse(reply.get("reason", "") or "")
+            if parsed is not None and parsed.code >= 400:
+                return parsed
+            return Reply(550, "5.7.1", reply.get("reason") or "Message rejected")
+        return _STATUS_REPLIES.get(status, R.QUEUE_WRITE_ERROR)
+
+    async def abort(self) -> None:
+        if self.ch is None:
+            return
+        try:
+            await self.ch.send_attr({"request": "abort", "id": self.id})
+            await self.ch.flush()
+            self.pool.release(self.ch, True)
+        except Exception:
+            self._drop()
+        self.ch = None
+
+    def _drop(self) -> None:
+        if self.ch is not None:
+            self.pool.release(self.ch, False)
+            self.ch = None
+
+
+async def default_lookup_client_name(cfg, addr: str) -> str:
+    """PTR lookup with forward confirmation; "unknown" on any failure."""
+    try:
+        from fulmar import dns as fdns
+        resolver = fdns.Resolver.from_config(cfg)
+        name = await resolver.resolve_ptr(addr)
+        if not name:
+            return "unknown"
+        name = name.rstrip(".")
+        addrs = await resolver.resolve_addresses(name)
+        return name if addr in addrs else "unknown"
+    except Exception:
+        return "unknown"
+
+
+class Service:
+    """Per-process state shared by the sessions of one smtpd service."""
+
+    def __init__(self, cfg, cleanup_path: str, *, log=None, lookup_client_name=None,
+                 policy: Policy | None = None, settings: P.Settings | None = None):
+        self.cfg = cfg
+        self.settings = settings or P.Settings.from_config(cfg)
+        self.policy = policy or Policy(PolicySettings.from_config(cfg))
+        self.log = log or _FulmarLog()
+        self.timeout = float(cfg.get("smtpd_timeout"))
+        self.error_sleep = float(cfg.get("smtpd_error_sleep_time"))
+        self.conn_limit = cfg.get("smtpd_client_connection_count_limit")
+        self.port_logging = bool(cfg.get("smtpd_client_port_logging"))
+        self.pool = CleanupPool(cleanup_path, float(cfg.get("ipc_timeout")))
+        try:
+            excl = split_restrictions(cfg.expand(cfg.raw("smtpd_forbid_bare_newline_exclusions")))
+        except Exception:
+            excl = list(cfg.get("smtpd_forbid_bare_newline_exclusions"))
+        self.bare_newline_exclusions = NetworkList(excl, cfg)
+        try:
+            self.fast_flush = split_restrictions(cfg.expand(cfg.raw("fast_flush_domains")))
+        except Exception:
+            self.fast_flush = list(cfg.get("fast_flush_domains"))
+        if lookup_client_name is None:
+            if cfg.get("smtpd_peername_lookup"):
+                async def lookup_client_name(addr: str) -> str:
+                    return await default_lookup_client_name(cfg, addr)
+            else:
+                async def lookup_client_name(addr: str) -> str:
+                    return "unknown"
+        self.lookup_client_name = lookup_client_name
+        self.counts: dict[str, int] = {}
+        self.sessions: set[Session] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def protocol_factory(self) -> Session:
+        return Session(self)
+
+    def _add(self, s: Session) -> None:
+        self.sessions.add(s)
+        self._idle.clear()
+
+    def _remove(self, s: Session) -> None:
+        self.sessions.discard(s)
+        if not self.sessions:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for the sessions to end; then close the rest with 421."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            for s in list(self.sessions):
+                s.shutdown()
+        await self.pool.close()
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, service: Service, peer: tuple[str, int] | None = None):
+        self.svc = service
+        self._peer = peer       # tests and socketpairs: the client's (addr, port)
+        self.transport = None
+        self.proto: P.ServerProtocol | None = None
+        self.client: Client | None = None
+        self._queue: deque = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._lost = False
+        self._paused = False
+        self._counted = False
+        self.txn: CleanupTransaction | None = None
+        self.sender: A.Path | None = None
+        self.mail_params: A.MailParams | None = None
+        self.first_rcpt: str = ""
+
+    # ------------------------------------------------------------------
+    # asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = self._peer or transport.get_extra_info("peername") or ("", 0)
+        addr = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        port = int(peer[1]) if isinstance(peer, tuple) and len(peer) > 1 else 0
+        if addr.startswith("::ffff:") and "." in addr:
+            addr = addr[7:]
+        self.client = Client("unknown", addr, port)
+        svc = self.svc
+        svc._add(self)
+        settings = svc.settings
+        if settings.forbid_bare_newline != "no" and svc.bare_newline_exclusions.match(addr):
+            settings = settings.with_overrides(forbid_bare_newline="no")
+        self.proto = P.ServerProtocol(settings)
+        n = svc.counts.get(addr, 0) + 1
+        svc.counts[addr] = n
+        self._counted = True
+        if svc.conn_limit and n > svc.conn_limit:
+            svc.log("warning", "Connection concurrency limit exceeded: %d from %s for service smtp",
+                    n, self._namaddr())
+            transport.write(R.too_many_connections(addr).to_bytes())
+            transport.close()
+            self._lost = True
+            return
+        self._arm_timer()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        if self.proto is None or self._lost:
+            return
+        self._arm_timer()
+        self.proto.receive_data(data)
+        self._after()
+
+    def eof_received(self):
+        return False  # close our side too
+
+    def connection_lost(self, exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._counted:
+            addr = self.client.addr
+            n = self.svc.counts.get(addr, 1) - 1
+            if n <= 0:
+                self.svc.counts.pop(addr, None)
+            else:
+                self.svc.counts[addr] = n
+            self._counted = False
+        if self.proto is not None and not self.proto.closing and not self._lost:
+            self._log_info("lost connection after %s from %s", self._where(), self._namaddr())
+        self._lost = True
+        if self.proto is not None:
+            self.proto.eof_received()
+            self._after()
+        self._wake.set()
+        if self._task is None:
+            self.svc._remove(self)
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        if self.proto is not None and not self._lost:
+            self.proto.shutdown()
+            self._after()
+
+    def _namaddr(self) -> str:
+        c = self.client
+        if self.svc.port_logging and c.port:
+            return f"{c.name}[{c.addr}]:{c.port}"
+        return c.namaddr
+
+    def _where(self) -> str:
+        p = self.proto
+        where = p.where if p else "CONNECT"
+        if p is not None and p.in_data:
+            return f"{where} ({p.data_bytes} bytes)"
+        return where
+
+    def _log_info(self, fmt: str, *args) -> None:
+        self.svc.log("info", fmt, *args)
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self.svc.timeout, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        if self._lost or self.proto is None:
+            return
+        if self.proto.pending is not None:
+            self._arm_timer()   # we are the slow one; the client is not idle
+            return
+        self._log_info("timeout after %s from %s", self._where(), self._namaddr())
+        self.proto.timeout()
+        self._after()
+
+    def _after(self) -> None:
+        """Move protocol events to the worker, write replies, close if done."""
+        p = self.proto
+        for e in p.events():
+            if isinstance(e, P.DataChunk):
+                self._queued_bytes += len(e.data)
+            self._queue.append(e)
+        if self._queue:
+            self._wake.set()
+        out = p.data_to_send()
+        t = self.transport
+        if out and t is not None and not t.is_closing():
+            t.write(out)
+        if self._queued_bytes > READ_PAUSE_BYTES and not self._paused and t is not None and not t.is_closing():
+            self._paused = True
+            t.pause_reading()
+        if p.closing and t is not None and not t.is_closing():
+            t.close()
+
+    # ------------------------------------------------------------------
+    # the worker
+
+    async def _run(self) -> None:
+        svc = self.svc
+        try:
+            try:
+                name = await svc.lookup_client_name(self.client.addr)
+            except Exception:
+                name = "unknown"
+            self.client.name = name or "unknown"
+            self._log_info("connect from %s", self._namaddr())
+            if not self._lost:
+                self.proto.start()
+                self._after()
+            while True:
+                while self._queue:
+                    e = self._queue.popleft()
+                    if isinstance(e, P.DataChunk):
+                        self._queued_bytes -= len(e.data)
+                        if self._paused and self._queued_bytes <= READ_PAUSE_BYTES // 2:
+                            self._paused = False
+                            if not self._lost and not self.transport.is_closing():
+                                self.transport.resume_reading()
+                    await self._handle(e)
+                    self._after()
+                if self._lost or (self.proto.closing and not self._queue):
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+        except Exception as e:  # a bug: log it, never show it to the client
+            svc.log("warning", "%s: internal error in session: %s: %s", self._namaddr(), type(e).__name__, e)
+            t = self.transport
+            if t is not None and not t.is_closing():
+                t.write(Reply(421, "4.3.0", f"{svc.settings.myhostname} Server local error").to_bytes())
+                t.close()
+        finally:
+            if self.txn is not None:
+                await self.txn.abort()
+                self.txn = None
+            self._log_info("disconnect from %s %s", self._namaddr(), self.proto.command_stats())
+            svc._remove(self)
+
+    async def _handle(self, e) -> None:
+        p = self.proto
+        c = self.client
+        if isinstance(e, P.DataChunk):
+            if self.txn is not None:
+                await self.txn.record(b"B", e.data)
+        elif isinstance(e, P.Helo):
+            c.helo = e.name
+            c.protocol = "ESMTP" if e.esmtp else "SMTP"
+        elif isinstance(e, P.MailFrom):
+            self.sender, self.mail_params = e.path, e.params
+            self.first_rcpt = ""
+            p.respond(None)
+        elif isinstance(e, P.RcptTo):
+            p.respond(await self._rcpt(e))
+        elif isinstance(e, P.DataStart):
+            p.respond(await self._data_start(e))
+        elif isinstance(e, P.DataEnd):
+            p.respond(await self._data_end(e))
+        elif isinstance(e, P.BdatChunkEnd):
+            if self.txn is None or self.txn.failed is not None:
+                p.respond((self.txn and self.txn.failed) or R.QUEUE_WRITE_ERROR)
+            else:
+                p.respond(None)
+        elif isinstance(e, P.TransactionReset):
+            if self.txn is not None:
+                await self.txn.abort()
+                self.txn = None
+            self.sender = None
+        elif isinstance(e, P.ErrorSleep):
+            await asyncio.sleep(self.svc.error_sleep)
+            p.respond(None)
+        elif isinstance(e, P.Etrn):
+            p.respond(await self._etrn(e.site))
+        elif isinstance(e, P.StartTls):
+            p.respond(R.NOT_IMPLEMENTED)     # XXX issue 6
+        elif isinstance(e, P.ImproperPipelining):
+            self._log_info("improper command pipelining after %s from %s: %s",
+                           e.command, self._namaddr(), _printable(e.pending))
+        elif isinstance(e, P.TooManyErrors):
+            self._log_info("too many errors after %s from %s", e.where, self._namaddr())
+        elif isinstance(e, P.BareNewline):
+            self._log_info("bare <LF> received after %s from %s", e.where, self._namaddr())
+        elif isinstance(e, P.NonSmtpCommand):
+            self.svc.log("warning", "non-SMTP command from %s: %s", self._namaddr(), e.line)
+        elif isinstance(e, P.LineTooLong):
+            self.svc.log("warning", "%s: command line too long after %s", self._namaddr(), e.where)
+
+    async def _rcpt(self, e: P.RcptTo) -> Reply | None:
+        svc = self.svc
+        reply = await svc.policy.check_rcpt(self.client, self.sender, e.path)
+        if reply is not None:
+            self._log_info("%s", reject_log_line(self.txn.queue_id if self.txn else None, "RCPT",
+                                                 self.client, reply, self.sender, e.path))
+            return reply
+        if self.txn is None:
+            txn = CleanupTransaction(svc.pool)
+            try:
+                qid = await txn.open(self._open_attrs())
+            except CleanupError as err:
+                svc.log("warning", "%s: %s", self._namaddr(), err)
+                return err.reply
+            self.txn = txn
+            self._log_info("%s: client=%s", qid, self._namaddr())
+            await txn.record(b"S", self.sender.address.encode("utf-8", "surrogateescape"))
+        rp = e.params
+        rec = "\0".join([e.path.address, e.path.address, rp.orcpt, str(rp.notify)])
+        await self.txn.record(b"R", rec.encode("utf-8", "surrogateescape"))
+        if self.txn.failed is not None:
+            return self.txn.failed
+        return None
+
+    def _open_attrs(self) -> dict:
+        c = self.client
+        mp = self.mail_params or A.MailParams()
+        attrs = {
+            "client_name": c.name, "client_address": c.addr, "client_port": str(c.port),
+            "helo_name": c.helo or "", "protocol": c.protocol, "rewrite_context": "remote",
+            "arrival_time": time.time(),
+        }
+        if mp.body:
+            attrs["body_type"] = mp.body
+        if mp.smtputf8:
+            attrs["smtputf8"] = "yes"
+        if mp.envid is not None:
+            attrs["dsn_envid"] = mp.envid
+        if mp.ret is not None:
+            attrs["dsn_ret"] = mp.ret
+        if mp.size is not None:
+            attrs["size"] = mp.size
+        return attrs
+
+    async def _data_start(self, e: P.DataStart) -> Reply | None:
+        reply = await self.svc.policy.check_data(self.client, self.sender, self.proto.rcpt_count)
+        if reply is not None:
+            self._log_info("%s", reject_log_line(self.txn.queue_id if self.txn else None,
+                                                 "BDAT" if e.bdat else "DATA",
+                                                 self.client, reply, self.sender, None))
+            return reply
+        if self.txn is None:
+            return R.QUEUE_WRITE_ERROR
+        await self.txn.record(b"M", b"")
+        return self.txn.failed
+
+    async def _data_end(self, e: P.DataEnd) -> Reply:
+        txn, self.txn = self.txn, None
+        self.sender = None
+        if e.error is not None:
+            if txn is not None:
+                await txn.abort()
+            return e.error
+        if txn is None:
+            return R.QUEUE_WRITE_ERROR
+        reply = await txn.commit()
+        if reply.code >= 400:
+            self.svc.log("warning", "%s: %s: cleanup: %s", txn.queue_id or "NOQUEUE", self._namaddr(), reply)
+        return reply
+
+    async def _etrn(self, site: str) -> Reply:
+        from smtpd.policy import DomainList
+        if not DomainList(self.svc.fast_flush, True).match(site):
+            return Reply(459, "4.7.1", f"<{site}>: service unavailable")
+        try:
+            from fulmar.ipc import channel
+            ch = await channel.connect(self.svc.cfg.get("queue_directory") + "/public/qmgr",
+                                       protocol="qmgr", timeout=self.svc.pool.timeout)
+            try:
+                await ch.send_attr({"request": "flush_site", "site": site})
+                await ch.flush()
+            finally:
+                await ch.close(timeout=1.0)
+        except Exception:
+            return Reply(458, "4.3.0", f"Unable to queue messages for node {site}")
+        return R.ETRN_QUEUED
+
+
+def _printable(data: bytes) -> str:
+    text = data.decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else {"\r": "\\r", "\n": "\\n"}.get(c, "?") for c in text)

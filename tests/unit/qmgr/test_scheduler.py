@@ -1,0 +1,82 @@
+"""qmgr.scheduler: windows, dead destinations, rate delay, process limits."""
+
+from qmgr.scheduler import Job, Limits, Scheduler
+
+
+def make(concurrency=20, initial=5, rate=0.0, plimit=100):
+    return Scheduler(lambda t: Limits(concurrency, initial, 50, rate), lambda t: plimit, 300)
+
+
+def jobs(s, n, nexthop="example.org"):
+    for i in range(n):
+        s.add(Job(object(), "smtp", nexthop, [i]))
+
+
+def test_initial_window_bounds_parallel_jobs():
+    s = make()
+    jobs(s, 10)
+    started = list(s.runnable(0))
+    assert len(started) == 5 and not any(dead for _, _, dead in started)
+
+
+def test_success_grows_window_up_to_limit():
+    s = make(concurrency=6, initial=1)
+    jobs(s, 10)
+    (dest, _, _), = list(s.runnable(0))
+    for _ in range(10):
+        s.done(dest, 0, site_failure=False)
+        dest.active += 1  # pretend another one runs
+    assert dest.window == 6
+
+
+def test_failures_shrink_then_mark_dead_and_defer_without_trying():
+    s = make(initial=2)
+    jobs(s, 5)
+    started = list(s.runnable(0))
+    dest = started[0][0]
+    s.done(dest, 0, site_failure=True, reason="connect to x: Connection refused")
+    assert dest.window == 1 and not dest.dead_until
+    s.done(dest, 0, site_failure=True, reason="connect to x: Connection refused")
+    assert dest.dead_until == 300
+    rest = list(s.runnable(1))
+    assert len(rest) == 3 and all(dead for _, _, dead in rest)
+    assert dest.dead_reason.startswith("connect to x")
+
+
+def test_dead_destination_does_not_block_others():
+    s = make(initial=1)
+    jobs(s, 1, "dead.example")
+    (dest, _, _), = list(s.runnable(0))
+    s.done(dest, 0, site_failure=True, reason="down")
+    jobs(s, 2, "dead.example")
+    jobs(s, 2, "alive.example")
+    out = list(s.runnable(1))
+    assert [d.nexthop for d, _, dead in out if dead] == ["dead.example", "dead.example"]
+    assert [d.nexthop for d, _, dead in out if not dead] == ["alive.example"]
+
+
+def test_dead_state_expires_and_flush_revives():
+    s = make(initial=1)
+    jobs(s, 1)
+    (dest, _, _), = list(s.runnable(0))
+    s.done(dest, 0, site_failure=True, reason="down")
+    s.revive_all()
+    jobs(s, 1)
+    assert [dead for _, _, dead in s.runnable(1)] == [False]
+
+
+def test_rate_delay_serializes_and_reports_wakeup():
+    s = make(rate=10.0)
+    jobs(s, 3)
+    first = list(s.runnable(0))
+    assert len(first) == 1
+    s.done(first[0][0], 0, site_failure=False)
+    assert list(s.runnable(5)) == [] and s.next_wakeup == 10
+    assert len(list(s.runnable(10))) == 1
+
+
+def test_transport_process_limit_caps_all_destinations():
+    s = make(plimit=3)
+    for d in ("a", "b", "c", "d"):
+        jobs(s, 2, d)
+    assert len(list(s.runnable(0))) == 3

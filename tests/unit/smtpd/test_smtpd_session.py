@@ -1,0 +1,196 @@
+"""smtpd.session with a fake cleanup server on a real Unix socket (no network)."""
+
+import asyncio
+import socket
+
+import pytest
+
+from fulmar.ipc import channel
+from smtpd.policy import Policy, PolicySettings
+from smtpd.session import Service, Session
+from smtpd_support import HOST, make_settings
+
+
+class FakeCfg:
+    values = {
+        "smtpd_timeout": 5, "smtpd_error_sleep_time": 0, "smtpd_client_connection_count_limit": 2,
+        "smtpd_client_port_logging": False, "ipc_timeout": 5,
+        "smtpd_forbid_bare_newline_exclusions": [], "fast_flush_domains": [],
+        "smtpd_peername_lookup": False, "queue_directory": "/nonexistent",
+    }
+
+    def get(self, name):
+        return self.values[name]
+
+    def raw(self, name):
+        raise KeyError(name)
+
+
+class FakeCleanup:
+    def __init__(self, status="ok"):
+        self.messages = []
+        self.aborted = 0
+        self.status = status
+        self.n = 0
+
+    async def handler(self, ch):
+        while True:
+            attrs = await ch.recv_attr()
+            if attrs.get("request") == "abort":
+                self.aborted += 1
+                continue
+            assert attrs["request"] == "open" and attrs["origin"] == "smtpd"
+            self.n += 1
+            qid = f"QID{self.n}"
+            await ch.send_attr({"id": attrs["id"], "status": "ok", "queue_id": qid})
+            records = []
+            while True:
+                frame = await ch.recv()
+                if frame.kind == "A":
+                    assert frame.attrs.get("request") == "abort"
+                    self.aborted += 1
+                    break
+                records.append((frame.rtype, frame.data))
+                if frame.rtype == b"E":
+                    self.messages.append((attrs, records))
+                    await ch.send_attr({"id": attrs["id"], "status": self.status, "queue_id": qid})
+                    break
+
+
+@pytest.fixture
+async def env(tmp_path):
+    cleanup = FakeCleanup()
+    path = str(tmp_path / "cleanup")
+    server = await channel.serve(path, "cleanup", cleanup.handler)
+    logs = []
+    cfg = FakeCfg()
+    pol = Policy(PolicySettings(
+        mynetworks=["127.0.0.0/8"], mydestination=[HOST], myorigin=HOST, relay_domains=[],
+        virtual_alias_domains=[], virtual_mailbox_domains=[], parent_domain_matches_subdomains=[],
+        client_restrictions=[], helo_restrictions=[], sender_restrictions=[],
+        relay_restrictions=["permit_mynetworks", "reject_unauth_destination"],
+        recipient_restrictions=[], data_restrictions=[]))
+    svc = Service(cfg, path, log=lambda level, fmt, *a: logs.append((level, fmt % a)),
+                  policy=pol, settings=make_settings())
+    yield svc, cleanup, logs
+    server.close()
+    await svc.pool.close()
+
+
+async def connect(svc, addr="203.0.113.9"):
+    a, b = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    await loop.connect_accepted_socket(lambda: Session(svc, peer=(addr, 4711)), b)
+    reader, writer = await asyncio.open_connection(sock=a)
+    return reader, writer
+
+
+async def reply(reader):
+    lines = []
+    while True:
+        line = await asyncio.wait_for(reader.readline(), 5)
+        lines.append(line.decode().rstrip("\r\n"))
+        if line[3:4] != b"-":
+            return lines
+
+
+async def test_message_is_streamed_to_cleanup(env):
+    svc, cleanup, logs = env
+    r, w = await connect(svc)
+    assert (await reply(r)) == [f"220 {HOST} ESMTP Postfix"]
+    w.write(b"EHLO client.test\r\n")
+    await reply(r)
+    w.write(b"MAIL FROM:<a@b.test> BODY=8BITMIME\r\nRCPT TO:<x@elsewhere.test>\r\n"
+            b"RCPT TO:<u@" + HOST.encode() + b"> NOTIFY=FAILURE\r\nDATA\r\n")
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    assert (await reply(r)) == ["554 5.7.1 <x@elsewhere.test>: Relay access denied"]
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    assert (await reply(r)) == ["354 End data with <CR><LF>.<CR><LF>"]
+    body = b"Subject: t\r\n\r\n" + b"line\r\n" * 30000 + b"..dot\r\n"
+    w.write(body + b".\r\n")
+    assert (await reply(r)) == ["250 2.0.0 Ok: queued as QID1"]
+    w.write(b"QUIT\r\n")
+    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    assert await r.read() == b""
+    w.close()
+    await asyncio.sleep(0.05)
+    attrs, records = cleanup.messages[0]
+    assert attrs["client_address"] == "203.0.113.9" and attrs["helo_name"] == "client.test"
+    assert attrs["protocol"] == "ESMTP" and attrs["body_type"] == "8BITMIME"
+    types = [t for t, _ in records]
+    assert types[:3] == [b"S", b"R", b"M"] and types[-2:] == [b"X", b"E"]
+    assert records[0][1] == b"a@b.test"
+    assert records[1][1] == f"u@{HOST}\0u@{HOST}\0\x008".encode()
+    content = b"".join(d for t, d in records if t == b"B")
+    assert content == b"Subject: t\r\n\r\n" + b"line\r\n" * 30000 + b".dot\r\n"
+    assert all(len(d) <= 65536 for t, d in records if t == b"B")
+    msgs = [m for _, m in logs]
+    assert msgs[0] == "connect from unknown[203.0.113.9]"
+    assert "QID1: client=unknown[203.0.113.9]" in msgs
+    assert ("NOQUEUE: reject: RCPT from unknown[203.0.113.9]: 554 5.7.1 <x@elsewhere.test>: "
+            "Relay access denied; from=<a@b.test> to=<x@elsewhere.test> proto=ESMTP helo=<client.test>") in msgs
+    assert msgs[-1] == ("disconnect from unknown[203.0.113.9] ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 "
+                        "commands=5/6")
+
+
+async def test_cleanup_unavailable_gives_451(env, tmp_path):
+    svc, cleanup, logs = env
+    svc.pool.path = str(tmp_path / "nothing-here")
+    r, w = await connect(svc, "127.0.0.1")
+    await reply(r)
+    w.write(b"EHLO c\r\n")
+    await reply(r)
+    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@elsewhere.test>\r\n")
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    assert (await reply(r)) == ["451 4.3.0 Error: queue file write error"]
+    w.close()
+
+
+async def test_diskfull_and_lost_connection(env):
+    svc, cleanup, logs = env
+    cleanup.status = "diskfull"
+    r, w = await connect(svc, "127.0.0.1")
+    await reply(r)
+    w.write(b"EHLO c\r\n")
+    await reply(r)
+    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@elsewhere.test>\r\nDATA\r\n")
+    for _ in range(3):
+        await reply(r)
+    w.write(b"hi\r\n.\r\n")
+    assert (await reply(r)) == ["452 4.3.1 Insufficient system storage"]
+    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@elsewhere.test>\r\nDATA\r\n")
+    for _ in range(3):
+        await reply(r)
+    w.write(b"partial\r\n")
+    await asyncio.sleep(0.05)
+    w.close()
+    for _ in range(50):
+        if logs and logs[-1][1].startswith("disconnect"):
+            break
+        await asyncio.sleep(0.02)
+    msgs = [m for _, m in logs]
+    assert "lost connection after DATA (9 bytes) from unknown[127.0.0.1]" in msgs
+    assert cleanup.aborted == 1
+
+
+async def test_connection_count_limit(env):
+    svc, cleanup, logs = env
+    conns = [await connect(svc, "198.51.100.1") for _ in range(2)]
+    for r, _ in conns:
+        await reply(r)
+    r, w = await connect(svc, "198.51.100.1")
+    assert (await reply(r)) == ["421 4.7.0 Error: too many connections from 198.51.100.1"]
+    for _, w2 in conns:
+        w2.close()
+    w.close()
+
+
+async def test_timeout(env):
+    svc, cleanup, logs = env
+    svc.timeout = 0.05
+    r, w = await connect(svc)
+    await reply(r)
+    assert (await reply(r)) == [f"421 4.4.2 {HOST} Error: timeout exceeded"]
+    await asyncio.sleep(0.05)
+    assert "timeout after CONNECT from unknown[203.0.113.9]" in [m for _, m in logs]
+    w.close()
