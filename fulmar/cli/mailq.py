@@ -1,14 +1,18 @@
-"""mailq: not implemented yet (prints a one-line fatal error, exits 69)."""
+"""mailq -- list the mail queue: the same as `sendmail -bp` (postqueue -p)."""
 
 import sys
 
 from fulmar.version import require_python
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     require_python()
-    from fulmar.cli._stub import stub_main
-    return stub_main("mailq")
+    from fulmar.cli import _common as C
+    from fulmar.cli import sendmail
+    try:
+        return sendmail.run(sys.argv[1:] if argv is None else argv, prog_mode="p")
+    except C.Fatal as exc:
+        return exc.code
 
 
 if __name__ == "__main__":

@@ -1,14 +1,22 @@
-"""newaliases: not implemented yet (prints a one-line fatal error, exits 69)."""
+"""newaliases -- rebuild the alias database: the same as `sendmail -bi`.
+
+Not implemented until issue 5 (tables): prints
+`newaliases: fatal: not implemented yet` and exits 69 (EX_UNAVAILABLE).
+"""
 
 import sys
 
 from fulmar.version import require_python
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     require_python()
-    from fulmar.cli._stub import stub_main
-    return stub_main("newaliases")
+    from fulmar.cli import _common as C
+    from fulmar.cli import sendmail
+    try:
+        return sendmail.run(sys.argv[1:] if argv is None else argv, prog_mode="i")
+    except C.Fatal as exc:
+        return exc.code
 
 
 if __name__ == "__main__":

@@ -767,8 +767,9 @@ def move(queue_dir: str, queue_id: str, from_queue: str, to_queue: str,
 def remove(queue_dir: str, queue_name: str, queue_id: str) -> bool:
     """Delete a queue file; False if it was not there.
 
-    Not fsync()ed: if a crash undoes it, the file comes back with every
-    recipient done and is removed again.
+    Not fsync()ed: the unlink is durable as soon as the kernel has it, so
+    only a power cut can undo it; the file then comes back and its pending
+    recipients are delivered again (a duplicate, never a loss).
     """
     path = path_of(queue_dir, queue_name, queue_id)
     try:

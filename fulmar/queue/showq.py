@@ -62,7 +62,6 @@ from typing import IO, Iterable, Iterator
 
 from fulmar import log
 from fulmar.queue import layout, maildrop, qfile
-from fulmar.queue import qid as _qid
 from fulmar.queue import records as rec
 from fulmar.smtp.address import external_form
 
@@ -185,10 +184,12 @@ def read_entry(queue_dir: str, queue_name: str, queue_id: str, path: str,
     seen: set[str] = set()
     orig_of = {r.address: r.orig_address for r in env.recipients}
     for e in _defer_log(queue_dir, queue_id):
+        # The logs keep internal (unquoted) addresses: compare external forms.
+        shown = show_address(e.address, empty_address)
         if dup_limit == 0 or len(seen) < dup_limit:
-            seen.add(e.address)
+            seen.add(shown)
         entry.recipients.append(ShowRecipient(
-            printable(e.address), e.reason, e.orig_address or orig_of.get(e.address, ""),
+            shown, e.reason, e.orig_address or orig_of.get(e.address, ""),
             bounces.get(e.address, "")))
     for r in env.recipients:
         if r.done:

@@ -143,7 +143,7 @@ def test_reason_unavailable_and_long_reason():
     text = showq.format_message(e)
     lines = text.splitlines()
     assert lines[0].startswith("4jcccT2ZHlzJB24*  ")
-    assert lines[1] == " " * 71 + "(why)"
+    assert lines[1] == " " * 73 + "(why)"
     assert lines[3] == " " * 58 + "(reason unavailable)"
     assert lines[4] == " " * 47 + "z@y"
 
