@@ -52,6 +52,15 @@ COMMAND_PACKAGES: dict[str, str] = {
     "pickup": "cleanup.pickup",
 }
 
+# Postfix programs whose work Fulmar does inside other processes (address
+# rewriting in cleanup/qmgr, TLS session caches in each daemon, connection
+# caching in the smtp client, mailq reading the queue directly...). The
+# stock master.cf lists them; master skips them without a warning.
+BUILTIN_COMMANDS = frozenset({
+    "tlsmgr", "trivial-rewrite", "verify", "flush", "proxymap", "showq",
+    "anvil", "scache", "postlogd", "tlsproxy", "dnsblog", "postscreen",
+})
+
 EXTRA_COMMANDS_ENV = "FULMAR_EXTRA_COMMANDS"
 SCRIPT_SUFFIX = ".py"
 

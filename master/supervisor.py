@@ -252,8 +252,9 @@ class Master:
                 continue
             program = services.resolve_program(spec.command, self.extra)
             if program is None or not services.is_runnable(program):
-                self._warn("service %s: command %s is not implemented, skipped",
-                           spec.name, spec.command)
+                if spec.command not in services.BUILTIN_COMMANDS:
+                    self._warn("service %s: command %s is not implemented, skipped",
+                               spec.name, spec.command)
                 continue
             try:
                 listeners = self._listener_keys(spec, settings, ipv6)

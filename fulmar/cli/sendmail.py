@@ -61,6 +61,7 @@ from fulmar.version import require_python
 PROG = "sendmail"
 OPTSPEC = "A:B:C:F:GIL:N:O:R:UV:X:b:ce:f:h:imno:p:r:q:tvx"
 HELPER = "postdrop"
+HELPER_ENV = "FULMAR_POSTDROP"
 READ_SIZE = 256 * 1024
 
 # Which headers give recipients under -t (lower case).
@@ -329,7 +330,14 @@ def extract_recipients(headers: list[list[bytes]]) -> tuple[list[str], list[list
 # ---------------------------------------------------------------- submission
 
 def helper_path() -> str | None:
-    """The postdrop helper next to Fulmar's own commands, if installed."""
+    """The postdrop helper: $FULMAR_POSTDROP, else next to Fulmar's commands.
+
+    The environment variable only chooses which helper this unprivileged
+    program runs (tests install one elsewhere); it grants nothing.
+    """
+    override = os.environ.get(HELPER_ENV)
+    if override:
+        return override
     for d in (sysconfig.get_path("scripts"), os.path.dirname(os.path.abspath(sys.argv[0]))):
         p = os.path.join(d, HELPER)
         if os.path.isfile(p) and os.access(p, os.X_OK):
