@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml
 	    rm -rf $(VENV) && "$$py" -m venv $(VENV) || exit 1; \
 	fi
 	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@# The setgid postdrop helper for local submission (docs/local-submission.md);
+	@# without a C compiler or the postdrop group, sendmail still works for root
+	@# and for a one-user development setup.
+	-@$(VPY) -m fulmar.postdrop.build
 	@touch $(STAMP)
 
 run: $(STAMP)

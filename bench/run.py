@@ -1,12 +1,450 @@
-"""bench/run.py: Fulmar and Postfix side by side (`make bench`, QUICK=1 for the short run).
+"""bench/run.py: Fulmar and Postfix side by side (`make bench`, `make bench QUICK=1`).
 
-Not implemented yet (issue 7): prints one line and exits 69 (EX_UNAVAILABLE)
-so that nobody mistakes the placeholder for a result.
+Usage
+    bench/run.py [--quick] [--reps N] [--only SUBSTRING ...] [--queue-size N]
+                 [--keep] [--base DIR]
+    QUICK=1 in the environment is the same as --quick (the Makefile passes it).
+
+What it does (bench/README.md has the details and the JSON shape)
+    1. Checks for Debian's postfix package (smtp-source, smtp-sink, Postfix
+       itself); installs it with apt-get when missing and running as root,
+       otherwise exits 69 with a message saying what to install.
+    2. Sets up a Fulmar and a Postfix instance under /tmp/fulmar-bench-XXXX
+       (bench/instances.py), each relaying to its own smtp-sink, and starts
+       both.
+    3. Runs each workload against both, alternating which goes first, REPS
+       times; prints one table and writes bench/results/<UTC stamp>.json.
+    4. Stops everything it started (`postfix -c DIR stop`, the sinks by
+       PID) and removes the base directory unless --keep.
+
+Must run as root (both instances need to switch to mail_owner = postfix).
+Exit status: 0 when the table was written, 69 when a prerequisite is
+missing, 1 when an instance failed to start.
 """
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import instances as I  # noqa: E402
+import loadgen  # noqa: E402
+import report  # noqa: E402
 
 EX_UNAVAILABLE = 69
+RESULTS = os.path.join(I.REPO, "bench", "results")
+SENDER, RCPT = "bench@bench.test", "sink@remote.test"
+NOFILE = 65536                 # 10,000 idle sessions + the bench's own sockets
+DRAIN_TIMEOUT = 600.0
+HWM_POLL = 0.005               # seconds between VmHWM reads of a timed command
+
+FULL = {
+    "reps": 3,
+    "accept": [(20, 5000, 1024), (1, 1000, 1024), (50, 5000, 1024), (20, 1000, 102400)],
+    "e2e": (20, 5000, 1024),
+    "latency": 200,
+    "conns": [100, 1000, 10000],
+    "queue": 10000,
+    "sendmail": 500,
+}
+QUICK = {
+    "reps": 3,
+    "accept": [(20, 600, 1024)],
+    "e2e": (20, 600, 1024),
+    "latency": 40,
+    "conns": [100],
+    "queue": 0,
+    "sendmail": 0,
+}
+
+
+def log(msg: str) -> None:
+    print("bench: " + msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- prerequisites
+
+def ensure_tools() -> None:
+    if shutil.which("smtp-source") and os.path.exists("/usr/sbin/postfix"):
+        return
+    if os.geteuid() != 0:
+        log("smtp-source/smtp-sink/postfix missing: run `apt-get install postfix` as root, "
+            "or run `make bench` as root")
+        sys.exit(EX_UNAVAILABLE)
+    log("installing Debian's postfix package (smtp-source, smtp-sink, reference Postfix)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["debconf-set-selections"], input="postfix postfix/main_mailer_type select "
+                   "No configuration\n", text=True, env=env)
+    for argv in (["apt-get", "update", "-q"],
+                 ["apt-get", "install", "-y", "-q", "postfix"]):
+        if subprocess.run(argv, env=env).returncode != 0:
+            log("%s failed" % " ".join(argv))
+            sys.exit(EX_UNAVAILABLE)
+    # the package's own instance is not ours to run: leave it as installed
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# ---------------------------------------------------------------- helpers
+
+def smtp_source(inst: I.Instance, sessions: int, count: int, length: int) -> float:
+    """Wall seconds for smtp-source to hand over `count` messages."""
+    argv = ["smtp-source", "-s", str(sessions), "-m", str(count), "-l", str(length),
+            "-f", SENDER, "-t", RCPT, "127.0.0.1:%d" % inst.smtpd_port]
+    t0 = time.monotonic()
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=DRAIN_TIMEOUT)
+    elapsed = time.monotonic() - t0
+    if res.returncode != 0:
+        raise RuntimeError("smtp-source against %s: %s" % (inst.label, res.stderr.strip()))
+    return elapsed
+
+
+def drain(inst: I.Instance, expect: int) -> None:
+    if not inst.wait_drained(expect, DRAIN_TIMEOUT):
+        raise RuntimeError("%s did not deliver everything: sent %d of %d, queue %s" % (
+            inst.label, inst.sent_count(), expect, inst.queue_counts()))
+
+
+def cpu_snapshot(inst: I.Instance) -> dict[int, tuple[str, int, int]]:
+    """pid -> (program name, own CPU ticks, reaped children's ticks)."""
+    return {p.pid: (p.name, *I.cpu_ticks(p.pid)) for p in inst.processes()}
+
+
+def cpu_delta(before: dict, after: dict) -> dict[str, int]:
+    """CPU ticks spent between two snapshots, per program name.
+
+    A process alive at both ends counts its own delta, a new one all its
+    ticks.  One that exited was reaped by master, whose children's ticks
+    grow by its whole lifetime: that growth, less what the vanished
+    processes had already used at the first snapshot, is "short-lived"
+    (processes that exited, or came and went, during the run).
+    """
+    out: dict[str, int] = {}
+    reaped = 0
+    for pid, (name, own, children) in after.items():
+        out[name] = out.get(name, 0) + own - (before[pid][1] if pid in before else 0)
+        if name == "master":
+            reaped += children - (before[pid][2] if pid in before else 0)
+    reaped -= sum(own for pid, (_n, own, _c) in before.items() if pid not in after)
+    out["short-lived"] = max(0, reaped)
+    return out
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    s = sorted(samples)
+    k = max(0, min(len(s) - 1, int(round(pct / 100.0 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+class Bench:
+    def __init__(self, plan: dict, insts: list[I.Instance], only: list[str]):
+        self.plan = plan
+        self.insts = insts
+        self.only = only
+        self.rows: dict[str, report.Row] = {}
+        self.order: list[str] = []
+
+    def wanted(self, name: str) -> bool:
+        return not self.only or any(o in name for o in self.only)
+
+    def add(self, workload: str, unit: str, inst: I.Instance, value: float | None,
+            note: str = "") -> None:
+        row = self.rows.get(workload)
+        if row is None:
+            row = self.rows[workload] = report.Row(workload, unit)
+            self.order.append(workload)
+        if note:
+            row.note = note
+        if value is not None:
+            (row.fulmar_samples if inst.kind == "fulmar" else row.postfix_samples).append(value)
+
+    def result_rows(self) -> list[report.Row]:
+        return [self.rows[w] for w in self.order]
+
+    def alternating(self, rep: int) -> list[I.Instance]:
+        return self.insts if rep % 2 == 0 else list(reversed(self.insts))
+
+    # ------------------------------------------------------------ workloads
+
+    def accept(self) -> None:
+        for sessions, count, length in self.plan["accept"]:
+            name = "accept throughput -s %d -l %d" % (sessions, length)
+            if not self.wanted(name):
+                continue
+            for rep in range(self.plan["reps"]):
+                for inst in self.alternating(rep):
+                    base = inst.sent_count()
+                    secs = smtp_source(inst, sessions, count, length)
+                    self.add(name, "msg/s", inst, count / secs)
+                    drain(inst, base + count)
+                    log("%s %s: %.0f msg/s" % (name, inst.label, count / secs))
+
+    def e2e(self) -> None:
+        sessions, count, length = self.plan["e2e"]
+        name = "end-to-end throughput -s %d -l %d" % (sessions, length)
+        if not self.wanted(name) and not self.wanted("cpu"):
+            return
+        for rep in range(self.plan["reps"]):
+            for inst in self.alternating(rep):
+                base = inst.sent_count()
+                before = cpu_snapshot(inst)
+                t0 = time.monotonic()
+                smtp_source(inst, sessions, count, length)
+                drain(inst, base + count)
+                secs = time.monotonic() - t0
+                after = cpu_snapshot(inst)
+                self.add(name, "msg/s", inst, count / secs)
+                total = 0.0
+                for proc, ticks in sorted(cpu_delta(before, after).items()):
+                    ms = ticks * 1000.0 / I.CLK_TCK / count
+                    total += ms
+                    self.add("cpu/msg %s" % proc, "ms", inst, ms)
+                self.add("cpu/msg all processes", "ms", inst, total)
+                log("%s %s: %.0f msg/s, %.2f ms CPU/msg" % (name, inst.label, count / secs, total))
+        # a program that used no CPU on either side is noise; one that exists on
+        # one side only gets an n/a cell on the other, not a fake zero
+        for w in list(self.order):
+            if w.startswith("cpu/msg "):
+                row = self.rows[w]
+                if not any(row.fulmar_samples):
+                    row.fulmar_samples.clear()
+                if not any(row.postfix_samples):
+                    row.postfix_samples.clear()
+                if not row.fulmar_samples and not row.postfix_samples:
+                    self.order.remove(w)
+                    del self.rows[w]
+
+    def latency(self) -> None:
+        count = self.plan["latency"]
+        if not count or not self.wanted("latency"):
+            return
+        reps = max(1, self.plan["reps"] - 1)
+        for rep in range(reps):
+            for inst in self.alternating(rep):
+                base = inst.sent_count()
+                inst.stop_sink()
+                try:
+                    samples = loadgen.latency_run(inst.smtpd_port, inst.sink_port, count,
+                                                  tag="%s-%d" % (inst.kind, rep))
+                finally:
+                    inst.start_sink()
+                drain(inst, base + count)
+                ms = [s * 1000.0 for s in samples]
+                self.add("latency p50", "ms", inst, statistics.median(ms))
+                self.add("latency p99", "ms", inst, percentile(ms, 99))
+                log("latency %s: p50 %.1f ms p99 %.1f ms" % (inst.label, statistics.median(ms),
+                                                             percentile(ms, 99)))
+
+    def connections(self) -> None:
+        if self.plan["conns"] and self.wanted("idle"):
+            for inst in self.insts:
+                rss, pss = I.memory([p.pid for p in inst.processes()])
+                self.add("idle sessions 0: RSS", "MiB", inst, rss / 1024.0)
+                self.add("idle sessions 0: PSS", "MiB", inst, pss / 1024.0)
+        for level in self.plan["conns"]:
+            name = "idle sessions %d" % level
+            if not self.wanted(name) and not self.wanted("idle"):
+                continue
+            for inst in self.insts:
+                if inst.kind == "postfix" and level > 1000:
+                    # one process per session: 10,000 would need 10,000 smtpd processes
+                    for what, unit in (("held", "sessions"), ("RSS", "MiB"), ("PSS", "MiB")):
+                        self.add("%s: %s" % (name, what), unit, inst, None,
+                                 note="Postfix not run: its smtpd maxproc is 1000 here")
+                    continue
+                holder = loadgen.SessionHolder()
+                try:
+                    held = holder.open(inst.smtpd_port, level, timeout=30.0)
+                    time.sleep(0.5)
+                    rss, pss = I.memory([p.pid for p in inst.processes()])
+                finally:
+                    holder.close()
+                self.add("%s: held" % name, "sessions", inst, held)
+                self.add("%s: RSS" % name, "MiB", inst, rss / 1024.0)
+                self.add("%s: PSS" % name, "MiB", inst, pss / 1024.0)
+                log("%s %s: held %d, RSS %.0f MiB, PSS %.0f MiB" % (
+                    name, inst.label, held, rss / 1024, pss / 1024))
+                time.sleep(1.0)
+
+    def queue_scale(self) -> None:
+        n = self.plan["queue"]
+        if not n or not self.wanted("queue"):
+            return
+        for inst in self.insts:
+            prefix = "queue %d" % n
+            qmgr = [p.pid for p in inst.processes() if p.name == "qmgr"]
+            self.add("queue 0: qmgr RSS", "MiB", inst, I.memory(qmgr)[0] / 1024.0)
+            inst.stop_sink()                      # destination refuses
+            smtp_source(inst, 20, n, 1024)
+            deadline = time.monotonic() + DRAIN_TIMEOUT
+            while time.monotonic() < deadline:
+                c = inst.queue_counts()
+                if c["deferred"] >= n and c["incoming"] + c["active"] == 0:
+                    break
+                time.sleep(0.2)
+            else:
+                raise RuntimeError("%s: messages did not all reach deferred: %s" % (
+                    inst.label, inst.queue_counts()))
+            qmgr = [p.pid for p in inst.processes() if p.name == "qmgr"]
+            self.add("%s: qmgr RSS" % prefix, "MiB", inst, I.memory(qmgr)[0] / 1024.0)
+            for flag in ("-p", "-j"):
+                secs, kib, ok = self.timed_command(inst, inst.postqueue + [flag])
+                note = "" if ok else "postqueue %s not available" % flag
+                self.add("%s: postqueue %s time" % (prefix, flag), "s", inst,
+                         secs if ok else None, note)
+                self.add("%s: postqueue %s peak RSS" % (prefix, flag), "MiB", inst,
+                         kib / 1024.0 if ok else None, note)
+            base = inst.sent_count()
+            inst.start_sink()
+            t0 = time.monotonic()
+            res = subprocess.run(inst.postqueue + ["-f"], env=inst.env, capture_output=True)
+            if res.returncode == 0 and inst.wait_drained(base + n, DRAIN_TIMEOUT):
+                self.add("%s: deliver after flush" % prefix, "s", inst, time.monotonic() - t0)
+            else:
+                self.add("%s: deliver after flush" % prefix, "s", inst, None,
+                         "flush failed or timed out")
+                log("%s: flush failed: %s %s" % (inst.label, res.stderr, inst.queue_counts()))
+            log("queue scale %s done" % inst.label)
+
+    def timed_command(self, inst: I.Instance, argv: list[str]) -> tuple[float, int, bool]:
+        """(seconds, peak RSS KiB, success) of one command, output discarded.
+
+        The peak is the child's VmHWM polled from /proc until it exits: wait4's
+        ru_maxrss would include the bench's own RSS, which the child has
+        before its exec.
+        """
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, env=inst.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        hwm = 0
+        marker = inst.etc.encode()
+        while proc.poll() is None:
+            try:
+                # the first polls may still see the forked bench before its exec
+                with open("/proc/%d/cmdline" % proc.pid, "rb") as fh:
+                    execed = marker in fh.read()
+                with open("/proc/%d/status" % proc.pid) as fh:
+                    text = fh.read()
+                if execed:
+                    for line in text.splitlines():
+                        if line.startswith("VmHWM:"):
+                            hwm = max(hwm, int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(HWM_POLL)
+        secs = time.monotonic() - t0
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        proc.stderr.close()
+        ok = proc.returncode == 0 and "not implemented" not in err
+        if not ok:
+            log("%s %s: rc=%s %s" % (inst.label, " ".join(argv[-1:]), proc.returncode, err[:200]))
+        return secs, hwm, ok
+
+    def sendmail(self) -> None:
+        n = self.plan["sendmail"]
+        if not n or not self.wanted("sendmail"):
+            return
+        name = "sendmail throughput (submit+deliver)"
+        msg = ("From: %s\nTo: %s\nSubject: bench\n\n" % (SENDER, RCPT) + "z" * 70 + "\n") * 1
+        msg += ("w" * 78 + "\n") * 12
+        for inst in self.insts:
+            base = inst.sent_count()
+            t0 = time.monotonic()
+            ok = True
+            for _ in range(n):
+                res = subprocess.run(inst.sendmail + ["-i", "-f", SENDER, RCPT], input=msg.encode(),
+                                     env=inst.env, capture_output=True)
+                if res.returncode != 0:
+                    ok = False
+                    log("%s sendmail: rc=%d %s" % (inst.label, res.returncode, res.stderr[:200]))
+                    break
+            if ok and inst.wait_drained(base + n, DRAIN_TIMEOUT):
+                self.add(name, "msg/s", inst, n / (time.monotonic() - t0))
+            else:
+                self.add(name, "msg/s", inst, None, "sendmail failed or mail not delivered")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", default=bool(os.environ.get("QUICK")))
+    ap.add_argument("--reps", type=int)
+    ap.add_argument("--only", action="append", default=[],
+                    help="run only workloads whose name contains this (repeatable)")
+    ap.add_argument("--queue-size", type=int)
+    ap.add_argument("--keep", action="store_true", help="keep the instance directory")
+    ap.add_argument("--base", help="instance directory (default: a new /tmp/fulmar-bench-XXXX)")
+    args = ap.parse_args(argv)
+
+    if os.geteuid() != 0:
+        log("must run as root (both instances switch to mail_owner=postfix)")
+        return EX_UNAVAILABLE
+    ensure_tools()
+    raise_nofile()
+    plan = dict(QUICK if args.quick else FULL)
+    if args.reps:
+        plan["reps"] = args.reps
+    if args.queue_size is not None:
+        plan["queue"] = args.queue_size
+
+    base = args.base or tempfile.mkdtemp(prefix="fulmar-bench-", dir="/tmp")
+    os.chmod(base, 0o755)
+    port0 = 20000 + (os.getpid() % 1000) * 10
+    insts = [I.Instance("fulmar", os.path.join(base, "fulmar"), port0 + 1, port0 + 2),
+             I.Instance("postfix", os.path.join(base, "postfix"), port0 + 3, port0 + 4)]
+    bench = Bench(plan, insts, args.only)
+    started = time.monotonic()
+    rc = 0
+    try:
+        for inst in insts:
+            inst.setup()
+            inst.start_sink()
+            inst.start()
+            log("%s up on 127.0.0.1:%d (sink %d), %s" % (inst.label, inst.smtpd_port,
+                                                          inst.sink_port, inst.base))
+        for step in (bench.accept, bench.e2e, bench.latency, bench.connections,
+                     bench.queue_scale, bench.sendmail):
+            try:
+                step()
+            except Exception:          # one broken workload must not lose the others
+                log("workload %s failed:\n%s" % (step.__name__, traceback.format_exc()))
+                rc = 1
+    except Exception as exc:
+        log("setup failed: %s" % exc)
+        return 1
+    finally:
+        for inst in insts:
+            try:
+                inst.stop()
+            except Exception as exc:
+                log("stopping %s: %s" % (inst.label, exc))
+        if not args.keep and not args.base:
+            shutil.rmtree(base, ignore_errors=True)
+    rows = bench.result_rows()
+    if not rows:
+        log("no workload ran")
+        return 1
+    print(report.format_table(rows))
+    path = report.write_json(rows, RESULTS)
+    log("wrote %s (%.0f s)" % (os.path.relpath(path, I.REPO), time.monotonic() - started))
+    return rc
+
 
 if __name__ == "__main__":
-    print("bench/run.py: not implemented yet (see issue 7)", file=sys.stderr)
-    sys.exit(EX_UNAVAILABLE)
+    sys.exit(main())

@@ -200,13 +200,22 @@ class Pickup:
 
     async def _cleanup(self) -> ipc.Channel:
         if self.cleanup is None or self.cleanup.closed:
-            try:
-                self.cleanup = await ipc.connect(self.ctx.private_path("cleanup"),
-                                                 protocol=CLEANUP_PROTOCOL,
-                                                 timeout=self.ipc_timeout)
-            except ipc.ChannelError as exc:
-                self.cleanup = None
-                raise RetryLater(str(exc)) from None
+            self.cleanup = None
+            # docs/internals.md says private/cleanup; Postfix's master.cf (and
+            # ours) says `cleanup unix n ...`, i.e. public/cleanup: take
+            # whichever master made.
+            error = None
+            for path in (self.ctx.private_path("cleanup"), self.ctx.public_path("cleanup")):
+                if not os.path.exists(path):
+                    continue
+                try:
+                    self.cleanup = await ipc.connect(path, protocol=CLEANUP_PROTOCOL,
+                                                     timeout=self.ipc_timeout)
+                    break
+                except ipc.ChannelError as exc:
+                    error = exc
+            if self.cleanup is None:
+                raise RetryLater(str(error) if error else "cleanup service socket not found")
         return self.cleanup
 
     def _drop_channel(self) -> None:

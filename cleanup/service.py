@@ -50,6 +50,7 @@ from fulmar.ipc.frames import KIND_ATTR, KIND_RECORD
 from fulmar.maildate import mail_date
 from fulmar.queue import qfile, records
 from cleanup.headers import HeaderProcessor
+from cleanup.rewrite import Rewriter
 
 PROTOCOL = "cleanup"
 
@@ -59,7 +60,7 @@ ALLOWED_ATTRS = frozenset({
     "client_name", "client_address", "client_port", "reverse_client_name",
     "helo_name", "protocol", "sasl_method", "sasl_username", "sasl_sender",
     "dsn_envid", "dsn_ret", "smtputf8", "body_type", "origin", "log_ident",
-    "rewrite_context", "tls_protocol", "tls_cipher", "tls_cipher_bits",
+    "rewrite_context", "tls_protocol", "tls_cipher", "tls_cipher_bits", "tls_cipher_alg_bits", "tls_client_cert",
     "encoding", "submit_uid", "full_name", "extract_recipients",
 })
 
@@ -89,6 +90,7 @@ class Submission:
         self.origin = str(attrs.get("origin", "smtpd"))
         self.sender: str | None = None
         self.recipients: list[str] = []
+        self.written: set[tuple] = set()     # recipients written (duplicates dropped)
         self.state = "envelope"
         self.size = 0
         self.status = STATUS_OK
@@ -116,7 +118,7 @@ class Submission:
             elif rtype == records.REC_FROM:
                 if self.sender is not None:
                     raise ProtocolViolation("duplicate sender record")
-                self.sender = self._address(data)
+                self.sender = self._rewrite_sender(self._address(data))
             elif rtype == records.REC_RCPT:
                 self._recipient(data)
             elif rtype == records.REC_MESG:
@@ -163,7 +165,33 @@ class Submission:
             raise ProtocolViolation("bad dsn_notify value")
         self.recipients.append(address)
         if self.status == STATUS_OK:
-            self.writer.add_recipient(qfile.Recipient(address, orig, orcpt, notify))
+            self._add_recipients(address, orig, orcpt, notify)
+
+    # -- address rewriting (cleanup.rewrite) -------------------------------------
+
+    def _rewrite_sender(self, address: str) -> str:
+        new, err = self.service.rewriter.sender(address)
+        if err:
+            log.warning("%s: sender map lookup problem for %s -- message not accepted, "
+                        "try again later", self.queue_id, address)
+            self._fail(STATUS_TEMPFAIL, err[1])
+        return new
+
+    def _add_recipients(self, address: str, orig: str, orcpt: str, notify: int) -> None:
+        """Canonical maps, masquerading, virtual aliases; duplicates written once."""
+        new, err = self.service.rewriter.recipient(address)
+        if err:
+            log.warning("%s: recipient map lookup problem for %s -- message not accepted, "
+                        "try again later", self.queue_id, address)
+            self._fail(STATUS_TEMPFAIL, err[1])
+            return
+        orig = orig or address
+        for rcpt in new:
+            key = (rcpt.lower(), orig.lower(), orcpt, notify)
+            if key in self.written:
+                continue
+            self.written.add(key)
+            self.writer.add_recipient(qfile.Recipient(rcpt, orig, orcpt, notify))
 
     def _start_content(self) -> None:
         if not self.recipients:
@@ -217,6 +245,8 @@ class Submission:
 
     def _received_header(self) -> bytes:
         """Postfix's Received: header (smtpd_received... RFC 5321 4.4)."""
+        if self.origin == "local":
+            return b""       # local(8) forwarding a delivered message: no new hop
         cfg = self.service.cfg
         a = self.attrs
         date = mail_date(self.arrival)
@@ -230,8 +260,12 @@ class Submission:
             lines = ["Received: from %s (%s [%s])" % (
                 helo, a.get("client_name", "unknown"), a.get("client_address", "unknown"))]
             if a.get("tls_protocol"):
-                lines.append("\t(using %s with cipher %s (%s bits))" % (
-                    a["tls_protocol"], a.get("tls_cipher", "unknown"), a.get("tls_cipher_bits", "?")))
+                # Postfix's smtpd.c text (smtpd_tls_received_header = yes).
+                bits = a.get("tls_cipher_bits", "0")
+                lines.append("\t(using %s with cipher %s (%s/%s bits))" % (
+                    a["tls_protocol"], a.get("tls_cipher", "unknown"), bits,
+                    a.get("tls_cipher_alg_bits", bits)))
+                lines.append("\t(%s)" % a.get("tls_client_cert", "No client certificate requested"))
             if cfg.get("smtpd_sasl_authenticated_header") and a.get("sasl_username"):
                 lines.append("\t(Authenticated sender: %s)" % a["sasl_username"])
             proto = a.get("protocol", "SMTP")
@@ -299,6 +333,7 @@ class CleanupService:
         self.always_add = cfg.get("always_add_missing_headers")
         self.hopcount_limit = cfg.get("hopcount_limit")
         self.address_limit = cfg.get("line_length_limit")
+        self.rewriter = Rewriter(cfg)
         self.idle_timeout = cfg.get("max_idle")
         self.ipc_timeout = cfg.get("ipc_timeout")
         self.qmgr: ipc.Channel | None = None

@@ -124,6 +124,7 @@ class Context:
         self.daemon_timeout = cfg.get("daemon_timeout")
         self.stopping = asyncio.Event()
         self.reloading = asyncio.Event()
+        self.prepared = None          # what main(prepare=...) returned
         self._status_fd = status_fd
 
     def private_path(self, name: str) -> str:
@@ -277,8 +278,12 @@ async def _run(ctx, serve):
 
 
 def main(process_name: str, serve, *, keep_root: bool = False,
-         argv=None) -> None:
-    """Run serve(ctx) as the daemon process_name; never returns."""
+         argv=None, prepare=None) -> None:
+    """Run serve(ctx) as the daemon process_name; never returns.
+
+    prepare(cfg), when given, runs before the switch to mail_owner (as
+    Postfix's daemons read their TLS keys as root); its result is
+    ctx.prepared."""
     require_python()
     from fulmar import config
 
@@ -303,6 +308,7 @@ def main(process_name: str, serve, *, keep_root: bool = False,
         loop_factory = None
     # uvloop is imported before the switch to mail_owner: the interpreter's
     # own files may not be readable by mail_owner (a Python under /root).
+    prepared = prepare(cfg) if prepare is not None else None
     drop_privileges(cfg, keep_root)
 
     try:
@@ -311,6 +317,7 @@ def main(process_name: str, serve, *, keep_root: bool = False,
                           process_name=process_name,
                           service_type=options.service_type,
                           listeners=listeners, status_fd=status_fd)
+            ctx.prepared = prepared
             runner.run(_run(ctx, serve))
     except SystemExit:
         raise

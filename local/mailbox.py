@@ -1,10 +1,12 @@
-"""UNIX mbox delivery (sans event loop; called in a worker thread).
+"""UNIX mbox and Maildir delivery (blocking; run by local.worker as the recipient).
 
 NAME
-    local.mailbox -- append a message to an mbox file as Postfix's local(8)
+    local.mailbox -- append a message to an mbox file or a Maildir as local(8)
 
 SYNOPSIS
-    deliver_mbox(path, sender, recipient, blocks, uid=None, gid=None, now=None)
+    deliver_mbox(path, headers, body, size_limit=N)     # headers include the From_ line
+    name = deliver_maildir(dir, data, size_limit=N, hostname=H)
+    mbox_body(blocks), lf_body(blocks), from_line(sender, now)
 
 DESCRIPTION
     The message is appended in the "From " format Postfix writes:
@@ -24,6 +26,15 @@ DESCRIPTION
 
     `mailbox_size_limit` is enforced: a mailbox that would grow beyond it
     fails with MailboxFull (Postfix bounces with 5.2.2).
+
+    A dotlock that cannot be made because the directory is not writable
+    for the recipient (EACCES/EPERM/EROFS) is skipped, the fcntl lock still
+    applies (Postfix's "dotlock may fail" for unprivileged deliveries).
+
+    Maildir (a path ending in "/", home_mailbox = Maildir/): tmp/, new/ and
+    cur/ are created when missing; the message is written to
+    tmp/<time>.P<pid>Q<n>.<hostname>, fsync'd, and renamed into new/.
+    mailbox_size_limit applies to the one message file, as Postfix does.
 
 DIAGNOSTICS
     Raises OSError (temporary, the caller defers) or MailboxFull.
@@ -60,7 +71,16 @@ def mbox_body(blocks) -> bytes:
     return data + b"\n"
 
 
-def _dotlock(path: str, stale_after: float, deadline: float) -> str:
+def lf_body(blocks) -> bytes:
+    """Queue content (CRLF lines) as LF text, unquoted (Maildir, commands)."""
+    data = b"".join(blocks).replace(b"\r\n", b"\n")
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    return data
+
+
+def _dotlock(path: str, stale_after: float, deadline: float) -> str | None:
+    """Create path.lock; None when the directory does not let us (fcntl still locks)."""
     lock = path + LOCK_SUFFIX
     while True:
         try:
@@ -68,15 +88,20 @@ def _dotlock(path: str, stale_after: float, deadline: float) -> str:
             os.close(fd)
             return lock
         except FileExistsError:
-            try:
-                if time.time() - os.stat(lock).st_mtime > stale_after:
-                    os.unlink(lock)
-                    continue
-            except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return None
+            raise
+        try:
+            if time.time() - os.stat(lock).st_mtime > stale_after:
+                os.unlink(lock)
                 continue
-            if time.time() > deadline:
-                raise OSError(errno.EAGAIN, "unable to lock for exclusive access")
-            time.sleep(LOCK_RETRY_DELAY)
+        except FileNotFoundError:
+            continue
+        if time.time() > deadline:
+            raise OSError(errno.EAGAIN, "unable to lock for exclusive access")
+        time.sleep(LOCK_RETRY_DELAY)
 
 
 def deliver_mbox(path: str, headers: bytes, body: bytes, *, size_limit: int,
@@ -105,7 +130,46 @@ def deliver_mbox(path: str, headers: bytes, body: bytes, *, size_limit: int,
         finally:
             os.close(fd)
     finally:
+        if lock is not None:
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
+
+
+_maildir_count = 0
+
+
+def deliver_maildir(directory: str, data: bytes, *, size_limit: int, hostname: str) -> str:
+    """Write one message into a Maildir; returns the file name in new/."""
+    global _maildir_count
+    if size_limit and len(data) > size_limit:
+        raise MailboxFull("message file too large")
+    for sub in ("", "tmp", "new", "cur"):
         try:
-            os.unlink(lock)
-        except FileNotFoundError:
+            os.mkdir(os.path.join(directory, sub), 0o700)
+        except FileExistsError:
             pass
+    _maildir_count += 1
+    now = time.time()
+    name = "%d.P%dQ%dM%06d.%s" % (now, os.getpid(), _maildir_count, int(now % 1 * 1e6),
+                                  hostname.replace("/", "\\057").replace(":", "\\072"))
+    tmp = os.path.join(directory, "tmp", name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.rename(tmp, os.path.join(directory, "new", name))
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return name

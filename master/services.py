@@ -49,6 +49,7 @@ COMMAND_PACKAGES: dict[str, str] = {
     "trace": "bounce",
     "local": "local",
     "virtual": "local",
+    "error": "local.error",
     "pickup": "cleanup.pickup",
 }
 

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 
 from fulmar import log
@@ -91,7 +92,7 @@ class Message:
     """An active message: its envelope and the state of this attempt."""
 
     __slots__ = ("queue_id", "env", "from_queue", "qmgr_time", "jobs", "deferred",
-                 "bounced", "done_offsets", "notify_success")
+                 "bounced", "done_offsets", "notify_success", "force_expired")
 
     def __init__(self, queue_id: str, env, from_queue: str) -> None:
         self.queue_id = queue_id
@@ -103,6 +104,7 @@ class Message:
         self.bounced = False
         self.done_offsets: list[int] = []        # done this attempt, not yet on disk
         self.notify_success = False
+        self.force_expired = False
 
     @property
     def path(self) -> str:
@@ -281,12 +283,19 @@ class QueueManager:
                  qid, env.sender, env.content_size, len(env.recipients))
         if from_queue == DEFERRED:
             self.spawn(self.bounce.remove(qid, "defer"))
+        if pending and _force_expired(path):
+            # postsuper -e/-f: return to sender without another attempt.
+            msg.force_expired = True
+            for rcpt in pending:
+                msg.deferred[rcpt.offset] = self._bounce_entry(rcpt, self._result(
+                    rcpt, "deferred", "4.7.0", "message is administratively expired"))
+            pending = []
         if not pending:
             self.spawn(self.finish(msg))
             return
         groups: dict[tuple[str, str], list] = {}
         for rcpt in pending:
-            route = self.resolver.resolve(rcpt.address)
+            route = self.resolver.resolve(rcpt.address, sender=env.sender)
             groups.setdefault((route.transport, route.nexthop), []).append(rcpt)
         for (transport, nexthop), rcpts in groups.items():
             limit = self.scheduler.recipient_limit(transport)
@@ -420,7 +429,11 @@ class QueueManager:
         if not offsets:
             return
         path = qfile.path_of(self.queue_dir, ACTIVE, msg.queue_id)
-        await asyncio.get_running_loop().run_in_executor(None, qfile.mark_done, path, offsets)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, qfile.mark_done, path, offsets)
+        except FileNotFoundError:
+            # Removed under us (postsuper -d): nothing left to record.
+            log.warning("%s: queue file vanished from active/", msg.queue_id)
 
     async def finish(self, msg: Message) -> None:
         """End of an attempt: remove, bounce, or defer the message."""
@@ -430,7 +443,7 @@ class QueueManager:
         try:
             if msg.deferred:
                 lifetime = self.bounce_lifetime if env.sender == "" else self.max_lifetime
-                if now - env.arrival_time >= lifetime:
+                if msg.force_expired or now - env.arrival_time >= lifetime:
                     for entry in msg.deferred.values():
                         if await self.bounce.append("bounce", qid, dict(entry, status="expired")):
                             msg.done_offsets.append(entry["offset"])
@@ -487,3 +500,11 @@ async def serve(ctx) -> None:
     await runner
     await qm.transports.close()
     await qm.bounce.close()
+
+
+def _force_expired(path: str) -> bool:
+    """postsuper -e/-f marks a file with the group-execute bit, as Postfix."""
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IXGRP)
+    except OSError:
+        return False

@@ -31,7 +31,17 @@ DESCRIPTION
     refused with anything but 421, the capabilities (PIPELINING, SIZE,
     8BITMIME, SMTPUTF8, DSN, STARTTLS, CHUNKING, AUTH,
     ENHANCEDSTATUSCODES), opportunistic STARTTLS (tls="may") or required
-    STARTTLS (tls="encrypt"), then transactions.  With PIPELINING, MAIL,
+    STARTTLS (tls="encrypt"), SMTP AUTH when `sasl` credentials are given
+    (ClientSasl: PLAIN, else LOGIN, among the allowed mechanisms; none
+    allowed: "SASL authentication failed; cannot authenticate to server
+    H[IP]: no mechanism available", 4.7.0; a 5xx is deferred as 4.x.x, as
+    Postfix's smtp_sasl_auth_soft_bounce; a server that offers no AUTH is
+    used without it, as Postfix does), then transactions.
+
+    After the 220 to STARTTLS nothing more is read as SMTP until
+    tls_established(): replies the server sent in the same packet, or
+    before the handshake, are discarded (the client side of
+    CVE-2011-0411).  With PIPELINING, MAIL,
     every RCPT and DATA go out in one write (RFC 2920); without it each
     command waits for its reply.
 
@@ -92,6 +102,7 @@ STAGE_HELO = "helo"
 STAGE_HELO_FALLBACK = "helo_fallback"
 STAGE_STARTTLS = "starttls"
 STAGE_TLS = "tls"
+STAGE_AUTH = "auth"
 STAGE_MAIL = "mail"
 STAGE_RCPT = "rcpt"
 STAGE_DATA = "data"
@@ -106,6 +117,7 @@ _WHILE = {
     STAGE_HELO_FALLBACK: "performing the HELO handshake",
     STAGE_STARTTLS: "receiving the STARTTLS response",
     STAGE_TLS: "performing the TLS handshake",
+    STAGE_AUTH: "performing the SASL authentication",
     STAGE_MAIL: "sending MAIL FROM",
     STAGE_RCPT: "sending RCPT TO",
     STAGE_DATA: "sending DATA command",
@@ -118,6 +130,7 @@ _IN_REPLY_TO = {
     STAGE_HELO: "{helo}",
     STAGE_HELO_FALLBACK: "HELO",
     STAGE_STARTTLS: "STARTTLS",
+    STAGE_AUTH: "AUTH",
     STAGE_MAIL: "MAIL FROM",
     STAGE_RCPT: "RCPT TO",
     STAGE_DATA: "DATA",
@@ -433,6 +446,35 @@ def _needs_smtputf8(msg: Message) -> bool:
     return any(not r.address.isascii() for r in msg.recipients)
 
 
+# SASL ------------------------------------------------------------------------
+
+@dataclass
+class ClientSasl:
+    """Credentials for one server; the password is kept out of repr()."""
+    username: str
+    password: str = field(repr=False)
+    mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")   # allowed without TLS, in order of preference
+    tls_mechanisms: tuple[str, ...] | None = None      # allowed with TLS (None: the same)
+
+    def initial(self, mech: str) -> str:
+        import base64
+        if mech == "PLAIN":
+            raw = b"\0" + self.username.encode("utf-8") + b"\0" + self.password.encode("utf-8")
+            return base64.b64encode(raw).decode("ascii")
+        return ""
+
+    def login_answer(self, challenge: str) -> str:
+        """LOGIN: answer "Username:" with the name, anything else with the password."""
+        import base64
+        import binascii
+        try:
+            prompt = base64.b64decode(challenge, validate=True).decode("utf-8", "replace").lower()
+        except (binascii.Error, ValueError):
+            prompt = ""
+        value = self.username if prompt.startswith("user") else self.password
+        return base64.b64encode(value.encode("utf-8")).decode("ascii")
+
+
 # The client ------------------------------------------------------------------
 
 class Client:
@@ -440,13 +482,16 @@ class Client:
 
     def __init__(self, *, peer: str, helo_name: str, myhostname: str = "",
                  lmtp: bool = False, tls: str = "none", max_line: int = 2048,
-                 tls_active: bool = False):
+                 tls_active: bool = False, sasl: ClientSasl | None = None):
         self.peer = peer
         self.helo_name = helo_name
         self.myhostname = myhostname.lower().rstrip(".")
         self.lmtp = lmtp
         self.tls_policy = tls
         self.tls_active = tls_active
+        self.sasl = sasl
+        self.sasl_mechanism: str | None = None
+        self.authenticated = False
         self.caps = Capabilities()
         self.helo_cmd = "LHLO" if lmtp else "EHLO"
         self.closed = False
@@ -468,6 +513,11 @@ class Client:
         data = bytes(self._out)
         self._out.clear()
         return data
+
+    def _send_secret(self, line: str, stage: str) -> None:
+        """Like _send, for AUTH lines: nothing about them is kept anywhere."""
+        self._out += line.encode("ascii") + b"\r\n"
+        self._expect.append((stage, -1))
 
     def _send(self, line: str, stage: str, index: int = -1) -> None:
         self._out += line.encode("utf-8") + b"\r\n"
@@ -497,6 +547,8 @@ class Client:
     def receive(self, data: bytes) -> list:
         if self.closed:
             return []
+        if self.waiting_for == STAGE_TLS:
+            return []     # plaintext between the 220 and the handshake: discarded
         try:
             replies = self._parser.feed(data)
         except ProtocolError as e:
@@ -509,6 +561,10 @@ class Client:
             return self._flush_events()
         for reply in replies:
             if self.closed:
+                break
+            if self.waiting_for == STAGE_TLS:
+                # Sent after the 220 to STARTTLS, before the handshake: never SMTP.
+                self._parser = ReplyParser(self._parser.max_line)
                 break
             if not self._expect:
                 # Unsolicited reply (e.g. 421 while idle): the peer is leaving.
@@ -576,7 +632,39 @@ class Client:
                 self._fail_session(Failure("4.7.4", f"TLS is required, but was not offered by host {self.peer}",
                                            STAGE_HELO))
                 return
+        if self.sasl is not None and self.caps.auth and not self.authenticated:
+            self._start_auth()
+            return
         self._events.append(Ready())
+
+    def _start_auth(self) -> None:
+        allowed = self.sasl.mechanisms
+        if self.tls_active and self.sasl.tls_mechanisms is not None:
+            allowed = self.sasl.tls_mechanisms
+        mech = next((m for m in allowed if m in self.caps.auth), None)
+        if mech is None:
+            self._fail_session(Failure("4.7.0", "SASL authentication failed; cannot authenticate to server "
+                                                f"{self.peer}: no mechanism available", STAGE_AUTH))
+            return
+        self.sasl_mechanism = mech
+        initial = self.sasl.initial(mech)
+        self._send_secret(f"AUTH {mech} {initial}" if initial else f"AUTH {mech}", STAGE_AUTH)
+
+    def _on_auth(self, reply: Reply, _i: int) -> None:
+        if reply.code == 334 and self.sasl_mechanism == "LOGIN":
+            challenge = reply.keywords[0].strip() if reply.lines else ""
+            self._send_secret(self.sasl.login_answer(challenge), STAGE_AUTH)
+            return
+        if reply.code // 100 == 2:
+            self.authenticated = True
+            self._events.append(Ready())
+            return
+        if reply.code == 334:       # PLAIN got a challenge after its initial response
+            self._send_secret("*", STAGE_AUTH)
+            return
+        dsn = "4" + reply.dsn[1:]   # smtp_sasl_auth_soft_bounce = yes
+        self._fail_session(Failure(dsn, f"SASL authentication failed; server {self.peer} said: {reply.text}",
+                                   STAGE_AUTH, reply.code))
 
     def _on_helo_fallback(self, reply: Reply, _i: int) -> None:
         if reply.code // 100 != 2:

@@ -1,5 +1,7 @@
 """smtpd daemon entry point: `python -I -m smtpd -c DIR -s SERVICE -t inet`.
 
+prepare() builds the TLS context (smtpd.tls) while the process is still
+root, so that key files need not be readable by mail_owner.
 serve() starts one asyncio server per inherited listening socket, reports
 ready, and on SIGTERM stops accepting, lets in-flight sessions finish for
 at most $smtpd_timeout (then answers 421 and closes them), and returns.
@@ -15,8 +17,17 @@ from fulmar import daemon  # noqa: E402
 from smtpd.session import Service  # noqa: E402
 
 
+def prepare(cfg):
+    from fulmar import log
+    from smtpd.tls import ServerTls
+
+    def warn(level, fmt, *args):
+        getattr(log, level)(fmt, *args)
+    return ServerTls.from_config(cfg, warn)
+
+
 async def serve(ctx: daemon.Context) -> None:
-    svc = Service(ctx.cfg, ctx.service_path("cleanup"))
+    svc = Service(ctx.cfg, ctx.service_path("cleanup"), tls=getattr(ctx, "prepared", None))
     loop = asyncio.get_running_loop()
     servers = [await loop.create_server(svc.protocol_factory, sock=sock) for sock in ctx.listeners]
     ctx.ready()
@@ -33,4 +44,4 @@ async def serve(ctx: daemon.Context) -> None:
 
 
 if __name__ == "__main__":
-    daemon.main("smtpd", serve)
+    daemon.main("smtpd", serve, prepare=prepare)

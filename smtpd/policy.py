@@ -75,6 +75,9 @@ PERMIT, DUNNO, REJECT = "permit", "dunno", "reject"
 
 _ACCESS_CHECKS = ("check_client_access", "check_helo_access", "check_sender_access",
                   "check_recipient_access")
+_LOGIN_MISMATCH = frozenset({"reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
+                             "reject_known_sender_login_mismatch",
+                             "reject_unauthenticated_sender_login_mismatch"})
 _RELAY_GUARDS = frozenset({"reject_unauth_destination", "defer_unauth_destination", "reject", "defer"})
 
 CLIENT_CLASS, HELO_CLASS = "Client host", "Helo command"
@@ -379,7 +382,21 @@ class Policy:
             verdict, reply = await self._eval_list(self.lists[name], ctx)
             if verdict == REJECT:
                 return reply
+        if self.s.cfg is not None and self.s.cfg.get("smtpd_reject_unlisted_recipient"):
+            unlisted = self._unlisted_recipient(recipient)
+            if unlisted is not None:
+                return unlisted
         return ctx.defer_if_permit
+
+    def _unlisted_recipient(self, recipient: A.Path | None) -> Reply | None:
+        """Unknown-recipient check (smtpd.recipients); None when known or unchecked."""
+        if recipient is None or self.s.cfg is None:
+            return None
+        validator = getattr(self, "_recipient_validator", None)
+        if validator is None:
+            from smtpd.recipients import RecipientValidator
+            validator = self._recipient_validator = RecipientValidator(self.s.cfg)
+        return validator.check(recipient.address, _shown(recipient))
 
     async def check_data(self, client: Client, sender: A.Path | None, rcpt_count: int) -> Reply | None:
         ctx = _Ctx(client, sender, None)
@@ -408,8 +425,14 @@ class Policy:
             return REJECT, self._generic(s.defer_code, "7.1", ctx)
         if name == "permit_mynetworks":
             return (PERMIT, None) if self.in_mynetworks(ctx.client.addr) else (DUNNO, None)
+        if name == "reject_unlisted_recipient":
+            reply = self._unlisted_recipient(rcpt)
+            return (REJECT, reply) if reply is not None else (DUNNO, None)
         if name == "permit_sasl_authenticated":
             return (PERMIT, None) if ctx.client.sasl_username else (DUNNO, None)
+        if name in _LOGIN_MISMATCH:     # smtpd_sender_login_maps (issue 6)
+            from smtpd import login_maps
+            return await login_maps.check(self, name, ctx.client, ctx.sender)
         if name in ("reject_unauth_destination", "defer_unauth_destination"):
             if rcpt is None:
                 return DUNNO, None

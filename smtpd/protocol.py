@@ -25,11 +25,28 @@ DESCRIPTION
     Decision events: MailFrom, RcptTo, DataStart (DATA or first BDAT of a
     transaction; None → 354 or read the chunk), DataEnd (respond with the
     final reply, e.g. "250 2.0.0 Ok: queued as X"), BdatChunkEnd (non-LAST
-    chunk; None → "250 2.0.0 Ok: N bytes"), Etrn, StartTls (hook for issue
-    6), ErrorSleep (the shell sleeps smtpd_error_sleep_time, then
-    respond(None)).  Information events: Helo, DataChunk, TransactionReset,
-    Quit, ImproperPipelining, BareNewline, TooManyErrors, NonSmtpCommand,
-    LineTooLong.
+    chunk; None → "250 2.0.0 Ok: N bytes"), Etrn, StartTls (None → the
+    protocol answers "220 2.0.0 Ready to start TLS", throws away every
+    byte already received and ignores input until the shell, after the
+    handshake, calls reset_after_tls(); a Reply refuses), Authenticate
+    (a completed SASL exchange: respond with smtpd.sasl.AUTH_OK to log the
+    client in, or with the failure reply), ErrorSleep (the shell sleeps
+    smtpd_error_sleep_time, then respond(None)).  Information events:
+    Helo, DataChunk, TransactionReset, Quit, ImproperPipelining,
+    BareNewline, TooManyErrors, NonSmtpCommand, LineTooLong, AuthAborted
+    (the client cancelled or garbled an exchange; for the warning line).
+
+    TLS and AUTH (issue 6, RFC 3207, RFC 4954): STARTTLS is announced
+    while TLS is off and Settings.starttls_available; with tls_required
+    (smtpd_tls_security_level = encrypt) MAIL gets 530 5.7.0 Must issue a
+    STARTTLS command first.  After the handshake the session starts over
+    (HELO, MAIL, RCPT and any login are forgotten, CVE-2011-0411).  AUTH
+    is announced with Settings.auth_mechanisms once TLS is on, with
+    auth_mechanisms_without_tls before (empty with smtpd_tls_auth_only);
+    the exchange itself (PLAIN, LOGIN, "*", base64 errors, the response
+    length limit) runs here through smtpd.sasl.ServerExchange.  The
+    ImproperPipelining event of an AUTH command never carries the
+    pipelined bytes: they may hold a password.
 
     DATA is a buffer scan, not a line loop: the end of data is found with
     bytes.find(b"\\r\\n.\\r\\n") over the raw stream (a virtual CRLF precedes
@@ -93,6 +110,7 @@ _JUNK = frozenset({"NOOP", "VRFY", "ETRN", "RSET"})
 # Order of the disconnect-line counters (Postfix's command table order).
 _STATS_ORDER = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat",
                 "rset", "noop", "vrfy", "etrn", "quit", "help")
+READY_TO_START_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 _BARE_MODES = {"yes": "normalize", "normalize": "normalize", "reject": "reject", "no": "no"}
 
 
@@ -190,6 +208,26 @@ class StartTls(Event):
     decision = True
 
 
+class Authenticate(Event):
+    """A completed AUTH exchange; `credentials` hides the password in repr()."""
+    __slots__ = ("credentials",)
+    decision = True
+
+    def __init__(self, credentials):
+        self.credentials = credentials
+
+    @property
+    def mechanism(self) -> str:
+        return self.credentials.mechanism
+
+
+class AuthAborted(Event):
+    __slots__ = ("mechanism", "reply", "username")
+
+    def __init__(self, mechanism: str, reply: Reply, username: str = ""):
+        self.mechanism, self.reply, self.username = mechanism, reply, username
+
+
 class ErrorSleep(Event):
     """Sleep smtpd_error_sleep_time, then respond(None)."""
     __slots__ = ()
@@ -251,8 +289,14 @@ class Settings:
     smtputf8_enable: bool            # smtputf8_enable
     strict_rfc821_envelopes: bool    # strict_rfc821_envelopes
     forbidden_commands: frozenset[str] = frozenset({"CONNECT", "GET", "POST"})  # smtpd_forbidden_commands
-    starttls_available: bool = False  # issue 6 hook
-    auth_mechanisms: tuple[str, ...] = ()  # issue 6 hook: offered SASL mechanisms
+    starttls_available: bool = False  # smtpd_tls_security_level may/encrypt, with a usable certificate
+    tls_required: bool = False        # smtpd_tls_security_level = encrypt
+    tls_wrapper: bool = False         # smtpd_tls_wrappermode: TLS from the first byte
+    auth_enabled: bool = False        # smtpd_sasl_auth_enable
+    auth_mechanisms: tuple[str, ...] = ()  # offered with TLS (smtpd_sasl_tls_security_options)
+    auth_mechanisms_without_tls: tuple[str, ...] = ()  # offered without TLS (empty with smtpd_tls_auth_only)
+    auth_hidden: bool = False         # smtpd_sasl_exceptions_networks: accept AUTH, do not announce it
+    sasl_response_limit: int = 12288  # smtpd_sasl_response_limit
 
     @classmethod
     def from_config(cls, cfg) -> Settings:
@@ -286,7 +330,7 @@ class Settings:
 
 
 # Modes of the input scanner.
-_CMD, _DATA, _BDAT, _CLOSED = range(4)
+_CMD, _DATA, _BDAT, _CLOSED, _AUTH, _HANDSHAKE = range(6)
 
 
 class ServerProtocol:
@@ -308,6 +352,10 @@ class ServerProtocol:
         self.where = "CONNECT"
         self.error_count = 0
         self.junk_count = 0
+        self.tls_active = settings.tls_wrapper
+        self.sasl_username: str | None = None
+        self.sasl_method: str | None = None
+        self._sasl = None                 # the running smtpd.sasl.ServerExchange
         self._stats: dict[str, list[int]] = {}
         self._unknown = [0, 0]
         # transaction state
@@ -337,7 +385,9 @@ class ServerProtocol:
         self._process()
 
     def receive_data(self, data: bytes) -> None:
-        if self._mode == _CLOSED:
+        if self._mode in (_CLOSED, _HANDSHAKE):
+            # _HANDSHAKE: plaintext after "220 Ready to start TLS" is never
+            # a command (CVE-2011-0411).
             return
         self._buf += data
         if self._started:
@@ -397,8 +447,14 @@ class ServerProtocol:
         self._buf.clear()
         self.helo_name = None
         self.esmtp = False
+        self.sasl_username = self.sasl_method = None
+        self._sasl = None
         self._reset_transaction(notify=True)
-        self._mode = _CMD
+        self.tls_active = True
+        if self._mode != _CLOSED:
+            self._mode = _CMD
+            if self._started:
+                self._process()
 
     def command_stats(self) -> str:
         """The counters of Postfix's disconnect line: "ehlo=1 mail=1 ... commands=5"."""
@@ -517,6 +573,11 @@ class ServerProtocol:
             elif self._mode == _BDAT:
                 if not self._bdat_step():
                     return
+            elif self._mode == _AUTH:
+                if not self._auth_step():
+                    return
+            else:               # _HANDSHAKE: nothing is read until reset_after_tls()
+                return
             if self._pending is None:
                 self._check_hard_limit()
 
@@ -596,7 +657,8 @@ class ServerProtocol:
         if pending and self.s.forbid_unauth_pipelining and (
                 verb in _LAST_IN_GROUP or not (self.esmtp and "PIPELINING" not in self.s.discard_ehlo_keywords)):
             if not (verb == "QUIT"):
-                self._emit(ImproperPipelining(verb, bytes(self._buf[:100])))
+                # After AUTH the pipelined bytes may be a password: never log them.
+                self._emit(ImproperPipelining(verb, b"" if verb == "AUTH" else bytes(self._buf[:100])))
                 self._count(verb.lower(), False)
                 self._abort_transaction()
                 self._send(R.SYNC_ERROR, count=False)
@@ -635,10 +697,11 @@ class ServerProtocol:
         if not s.disable_vrfy:
             kw.append("VRFY")
         kw.append("ETRN")
-        if s.starttls_available:
+        if s.starttls_available and not self.tls_active:
             kw.append("STARTTLS")
-        if s.auth_mechanisms:
-            kw.append("AUTH " + " ".join(s.auth_mechanisms))
+        mechs = self._auth_mechanisms()
+        if mechs and not s.auth_hidden:
+            kw.append("AUTH " + " ".join(mechs))
         kw += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if s.smtputf8_enable:
             kw.append("SMTPUTF8")
@@ -648,7 +711,15 @@ class ServerProtocol:
     def _announced(self, keyword: str) -> bool:
         return keyword not in self.s.discard_ehlo_keywords
 
+    def _auth_mechanisms(self) -> tuple[str, ...]:
+        if not self.s.auth_enabled:
+            return ()
+        return self.s.auth_mechanisms if self.tls_active else self.s.auth_mechanisms_without_tls
+
     def _cmd_mail(self, arg: str) -> None:
+        if self.s.tls_required and not self.tls_active:
+            self._finish("mail", Reply(530, "5.7.0", "Must issue a STARTTLS command first"))
+            return
         if self.s.helo_required and self.helo_name is None:
             self._finish("mail", R.NEED_HELO)
             return
@@ -855,26 +926,111 @@ class ServerProtocol:
         self._decide(Etrn(site), done)
 
     def _cmd_starttls(self, arg: str) -> None:
-        if not self.s.starttls_available:
-            self._finish("starttls", R.NOT_IMPLEMENTED)
-            return
+        # Postfix's order of checks (smtpd.c starttls_cmd).
         if arg:
             self._finish("starttls", Reply(501, "5.5.4", "Syntax: STARTTLS"))
             return
+        if self.tls_active:
+            self._finish("starttls", Reply(554, "5.5.1", "Error: TLS already active"))
+            return
+        if not self.s.starttls_available or "STARTTLS" in self.s.discard_ehlo_keywords:
+            self._finish("starttls", R.NOT_IMPLEMENTED)
+            return
 
         def done(reply: Reply | None) -> None:
-            # The shell answers 220 itself before the handshake, then calls
-            # reset_after_tls(); an error reply is sent from here.
             if reply is not None:
                 self._finish("starttls", reply)
-            else:
-                self._count("starttls", True)
+                return
+            self._count("starttls", True)
+            self._out += READY_TO_START_TLS.to_bytes()
+            # Everything the client sent after STARTTLS, before the
+            # handshake, is discarded unread (CVE-2011-0411); the shell
+            # calls reset_after_tls() once the handshake is done.
+            self._buf.clear()
+            self._mode = _HANDSHAKE
 
         self._decide(StartTls(), done)
 
     def _cmd_auth(self, arg: str) -> None:
-        # XXX issue 6: SASL.  Until then AUTH is not enabled.
-        self._finish("auth", Reply(503, "5.5.1", "Error: authentication not enabled"))
+        from smtpd import sasl
+        s = self.s
+        # Postfix's order of checks (smtpd_sasl_proto.c).
+        if not s.auth_enabled:
+            self._finish("auth", sasl.AUTH_NOT_ENABLED)
+            return
+        if self.mail_from is not None:
+            self._finish("auth", sasl.AUTH_IN_TRANSACTION)
+            return
+        if not self.tls_active and s.auth_mechanisms and not s.auth_mechanisms_without_tls:
+            self._finish("auth", sasl.AUTH_NEED_TLS)
+            return
+        if self.sasl_username is not None:
+            self._finish("auth", sasl.AUTH_ALREADY)
+            return
+        words = arg.split(" ")
+        words = [w for w in words if w]
+        if not 1 <= len(words) <= 2:
+            self._finish("auth", sasl.AUTH_SYNTAX)
+            return
+        mech = words[0].upper()
+        if mech not in sasl.MECHANISMS:
+            self._finish("auth", sasl.AUTH_UNKNOWN_MECH)
+            return
+        if mech not in self._auth_mechanisms():
+            # Known, but not allowed on this connection (security options).
+            self._finish("auth", sasl.AUTH_TOO_WEAK)
+            return
+        self._sasl = sasl.ServerExchange(mech, words[1] if len(words) == 2 else None)
+        self._auth_result(self._sasl.start())
+
+    def _auth_result(self, step) -> None:
+        from smtpd import sasl
+        ex = self._sasl
+        if isinstance(step, sasl.Challenge):
+            self._out += f"334 {step.text}\r\n".encode("ascii")
+            self._mode = _AUTH
+            return
+        self._mode = _CMD
+        self._sasl = None
+        if isinstance(step, sasl.Failed):
+            self._emit(AuthAborted(ex.mechanism, step.reply, step.username))
+            self._finish("auth", step.reply)
+            return
+
+        def done(reply: Reply | None) -> None:
+            reply = reply or sasl.auth_failed("authentication failure")
+            if reply.code == 235:
+                self.sasl_username = step.username
+                self.sasl_method = step.mechanism
+            self._finish("auth", reply)
+
+        self._decide(Authenticate(step), done)
+
+    def _auth_step(self) -> bool:
+        from smtpd import sasl
+        buf = self._buf
+        nl = buf.find(b"\n")
+        limit = self.s.sasl_response_limit
+        if nl < 0:
+            if len(buf) > limit:
+                self._emit(AuthAborted(self._sasl.mechanism, sasl.AUTH_LINE_TOO_LONG))
+                buf.clear()
+                self._skip_line = True
+                self._mode = _CMD
+                self._sasl = None
+                self._finish("auth", sasl.AUTH_LINE_TOO_LONG)
+                return True
+            return False
+        raw = bytes(buf[:nl]).rstrip(b"\r")
+        del buf[:nl + 1]
+        if len(raw) > limit:
+            self._emit(AuthAborted(self._sasl.mechanism, sasl.AUTH_LINE_TOO_LONG))
+            self._mode = _CMD
+            self._sasl = None
+            self._finish("auth", sasl.AUTH_LINE_TOO_LONG)
+            return True
+        self._auth_result(self._sasl.respond(raw.decode("latin-1")))
+        return True
 
     # ------------------------------------------------------------------
     # DATA: the buffer scan

@@ -35,6 +35,17 @@ DESCRIPTION
     smtpd_forbid_bare_newline_exclusions (default $mynetworks) switches the
     bare-LF policy to "no" for the clients it matches.
 
+    TLS (smtpd.tls) and AUTH (smtpd.sasl): for STARTTLS the worker answers
+    the StartTls decision, writes the 220 and calls loop.start_tls() with
+    no await in between, so no plaintext can be read after the 220; while
+    the handshake runs, decrypted bytes that arrive early are held and fed
+    to the protocol only after reset_after_tls().  In wrapper mode reading
+    is paused in connection_made() and the handshake runs before the
+    greeting.  Authenticate decisions go through the per-process brake
+    (smtpd_client_auth_rate_limit) and the backend; failures are logged
+    as Postfix's "warning: host[ip]: SASL PLAIN authentication failed:
+    reason, sasl_username=name", never with the password.
+
     The client host name is "unknown" unless the injectable
     lookup_client_name(addr) returns a name; the default does a PTR lookup
     with forward confirmation through fulmar.dns when
@@ -66,6 +77,8 @@ from fulmar.smtp import address as A
 from fulmar.smtp import reply as R
 from fulmar.smtp.reply import Reply
 from smtpd import protocol as P
+from smtpd import sasl as S
+from smtpd.tls import ServerTls, TlsHandshakeError
 from smtpd.policy import Client, NetworkList, Policy, PolicySettings, reject_log_line, split_restrictions
 
 # Content waiting for cleanup before reading from the client pauses.
@@ -97,9 +110,13 @@ class CleanupPool:
         self.size = size
         self._idle: list = []
 
-    async def acquire(self):
+    @property
+    def has_idle(self) -> bool:
+        return bool(self._idle)
+
+    async def acquire(self, fresh: bool = False):
         from fulmar.ipc import channel
-        while self._idle:
+        while self._idle and not fresh:
             ch = self._idle.pop()
             if not ch.closed:
                 return ch
@@ -138,14 +155,24 @@ class CleanupTransaction:
         self.failed: Reply | None = None
 
     async def open(self, attrs: dict) -> str:
-        try:
-            self.ch = await self.pool.acquire()
-            self.id = self.ch.next_id()
-            reply = await self.ch.request({"request": "open", "id": self.id, "origin": "smtpd", **attrs},
-                                          "cleanup.open_reply", timeout=self.pool.timeout)
-        except Exception as e:
-            self._drop()
-            raise CleanupError(R.QUEUE_WRITE_ERROR, f"cleanup open: {e}") from None
+        # A pooled channel may lead to a cleanup process that has just
+        # exited (reload, crash): nothing was queued through it, so the
+        # open is retried once on a fresh connection.
+        retry = self.pool.has_idle
+        while True:
+            try:
+                self.ch = await self.pool.acquire(fresh=not retry)
+                self.id = self.ch.next_id()
+                reply = await self.ch.request({"request": "open", "id": self.id, "origin": "smtpd",
+                                               **attrs},
+                                              "cleanup.open_reply", timeout=self.pool.timeout)
+                break
+            except Exception as e:
+                self._drop()
+                if retry:
+                    retry = False
+                    continue
+                raise CleanupError(R.QUEUE_WRITE_ERROR, f"cleanup open: {e}") from None
         if reply.get("status") != "ok" or not reply.get("queue_id"):
             self.pool.release(self.ch, True)
             self.ch = None
@@ -227,11 +254,20 @@ class Service:
     """Per-process state shared by the sessions of one smtpd service."""
 
     def __init__(self, cfg, cleanup_path: str, *, log=None, lookup_client_name=None,
-                 policy: Policy | None = None, settings: P.Settings | None = None):
+                 policy: Policy | None = None, settings: P.Settings | None = None,
+                 tls: ServerTls | None = None, sasl_backend=None):
         self.cfg = cfg
-        self.settings = settings or P.Settings.from_config(cfg)
-        self.policy = policy or Policy(PolicySettings.from_config(cfg))
         self.log = log or _FulmarLog()
+        if tls is None:
+            try:
+                tls = ServerTls.from_config(cfg, self.log)
+            except KeyError:     # a partial configuration (tests, tools): no TLS
+                tls = ServerTls("none", False, None)
+        self.tls = tls
+        self.sasl_backend = sasl_backend
+        self.settings = (settings or P.Settings.from_config(cfg)).with_overrides(
+            **self.tls.protocol_overrides(), **self._auth_overrides(cfg))
+        self.policy = policy or Policy(PolicySettings.from_config(cfg))
         self.timeout = float(cfg.get("smtpd_timeout"))
         self.error_sleep = float(cfg.get("smtpd_error_sleep_time"))
         self.conn_limit = cfg.get("smtpd_client_connection_count_limit")
@@ -258,6 +294,38 @@ class Service:
         self.sessions: set[Session] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def _auth_overrides(self, cfg) -> dict:
+        try:
+            enabled = cfg.get("smtpd_sasl_auth_enable")
+        except KeyError:         # a partial configuration (tests, tools)
+            enabled = False
+        if not enabled:
+            return {"auth_enabled": False}
+        if self.sasl_backend is None:
+            try:
+                self.sasl_backend = S.open_backend(cfg)
+            except ValueError as e:
+                self.log("warning", "%s: SMTP AUTH will fail", e)
+        with_tls = S.allowed_mechanisms(cfg.get("smtpd_sasl_tls_security_options"))
+        tls_only = bool(cfg.get("smtpd_tls_auth_only")) or self.tls.level == "encrypt"
+        without = () if tls_only else S.allowed_mechanisms(cfg.get("smtpd_sasl_security_options"))
+        try:
+            limit = int(cfg.get("smtpd_sasl_response_limit"))
+        except (KeyError, LookupError, TypeError, ValueError):
+            limit = P.Settings.sasl_response_limit
+        self.auth_brake = S.AuthBrake(int(cfg.get("smtpd_client_auth_rate_limit")),
+                                      float(cfg.get("anvil_rate_time_unit")))
+        try:
+            self.sasl_exceptions = NetworkList(
+                split_restrictions(cfg.expand(cfg.raw("smtpd_sasl_exceptions_networks"))), cfg)
+        except Exception:
+            self.sasl_exceptions = None
+        return {"auth_enabled": True, "auth_mechanisms": with_tls,
+                "auth_mechanisms_without_tls": without, "sasl_response_limit": limit}
+
+    auth_brake = S.AuthBrake(0, 1.0)
+    sasl_exceptions = None
 
     def protocol_factory(self) -> Session:
         return Session(self)
@@ -301,6 +369,7 @@ class Session(asyncio.Protocol):
         self.sender: A.Path | None = None
         self.mail_params: A.MailParams | None = None
         self.first_rcpt: str = ""
+        self._tls_early: bytearray | None = None   # decrypted bytes during a handshake
 
     # ------------------------------------------------------------------
     # asyncio.Protocol
@@ -318,6 +387,8 @@ class Session(asyncio.Protocol):
         settings = svc.settings
         if settings.forbid_bare_newline != "no" and svc.bare_newline_exclusions.match(addr):
             settings = settings.with_overrides(forbid_bare_newline="no")
+        if settings.auth_enabled and svc.sasl_exceptions is not None and svc.sasl_exceptions.match(addr):
+            settings = settings.with_overrides(auth_hidden=True)
         self.proto = P.ServerProtocol(settings)
         n = svc.counts.get(addr, 0) + 1
         svc.counts[addr] = n
@@ -329,11 +400,17 @@ class Session(asyncio.Protocol):
             transport.close()
             self._lost = True
             return
+        if svc.tls.wrapper:
+            # Not one byte before the handshake: it is the ClientHello.
+            transport.pause_reading()
         self._arm_timer()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
         if self.proto is None or self._lost:
+            return
+        if self._tls_early is not None:
+            self._tls_early += data
             return
         self._arm_timer()
         self.proto.receive_data(data)
@@ -400,6 +477,9 @@ class Session(asyncio.Protocol):
     def _on_timeout(self) -> None:
         if self._lost or self.proto is None:
             return
+        if self._tls_early is not None:
+            self._arm_timer()   # the handshake has its own timeout
+            return
         if self.proto.pending is not None:
             self._arm_timer()   # we are the slow one; the client is not idle
             return
@@ -416,6 +496,8 @@ class Session(asyncio.Protocol):
             self._queue.append(e)
         if self._queue:
             self._wake.set()
+        if self._tls_early is not None:
+            return   # the transport belongs to the handshake
         out = p.data_to_send()
         t = self.transport
         if out and t is not None and not t.is_closing():
@@ -438,7 +520,13 @@ class Session(asyncio.Protocol):
                 name = "unknown"
             self.client.name = name or "unknown"
             self._log_info("connect from %s", self._namaddr())
-            if not self._lost:
+            if svc.tls.wrapper and not self._lost:
+                if svc.tls.context is None:
+                    svc.log("warning", "%s: TLS not available: %s", self._namaddr(), svc.tls.error)
+                    self.transport.close()
+                else:
+                    await self._start_tls()
+            if not self._lost and not self.transport.is_closing():
                 self.proto.start()
                 self._after()
             while True:
@@ -504,7 +592,21 @@ class Session(asyncio.Protocol):
         elif isinstance(e, P.Etrn):
             p.respond(await self._etrn(e.site))
         elif isinstance(e, P.StartTls):
-            p.respond(R.NOT_IMPLEMENTED)     # XXX issue 6
+            if self.svc.tls.context is None:
+                p.respond(TLS_UNAVAILABLE)
+            else:
+                p.respond(None)
+                self._after()        # the 220, and nothing read in between
+                await self._start_tls()
+        elif isinstance(e, P.Authenticate):
+            p.respond(await self._authenticate(e.credentials))
+        elif isinstance(e, P.AuthAborted):
+            if e.reply is S.AUTH_ABORTED:
+                self.svc.log("warning", "%s: SASL %s authentication aborted", self._namaddr(), e.mechanism)
+            else:
+                self.svc.log("warning", "%s: SASL %s authentication failed: %s%s", self._namaddr(),
+                             e.mechanism, e.reply.text,
+                             f", sasl_username={e.username}" if e.username else "")
         elif isinstance(e, P.ImproperPipelining):
             self._log_info("improper command pipelining after %s from %s: %s",
                            e.command, self._namaddr(), _printable(e.pending))
@@ -516,6 +618,62 @@ class Session(asyncio.Protocol):
             self.svc.log("warning", "non-SMTP command from %s: %s", self._namaddr(), e.line)
         elif isinstance(e, P.LineTooLong):
             self.svc.log("warning", "%s: command line too long after %s", self._namaddr(), e.where)
+
+    async def _start_tls(self) -> bool:
+        """Handshake on the current transport; False (and closed) on failure."""
+        svc = self.svc
+        self._tls_early = bytearray()
+        try:
+            new = await svc.tls.handshake(asyncio.get_running_loop(), self.transport, self)
+        except TlsHandshakeError as e:
+            self._tls_early = None
+            self._log_info("SSL_accept error from %s: %s", self._namaddr(), e)
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.abort()
+            return False
+        self.transport = new
+        early, self._tls_early = self._tls_early, None
+        line = svc.tls.established_line(self._namaddr(), new)
+        if line:
+            self._log_info("%s", line)
+        self.client.sasl_username = None
+        self.client.helo = None
+        self.proto.reset_after_tls()
+        if early:
+            self.proto.receive_data(bytes(early))
+        self._after()
+        return True
+
+    async def _authenticate(self, creds: S.Credentials) -> Reply:
+        svc = self.svc
+        c = self.client
+        if not svc.auth_brake.allow(c.addr):
+            svc.log("warning", "AUTH command rate limit exceeded: %d from %s for service %s",
+                    svc.auth_brake.limit + 1, self._namaddr(), getattr(svc, "service_name", "smtp"))
+            return S.auth_rate_exceeded(c.addr)
+        if svc.sasl_backend is None:
+            result = S.AuthResult(S.TEMP, "no SASL authentication mechanisms")
+        else:
+            info = S.ClientInfo(c.addr, c.port, *self._local(), tls=self.proto.tls_active)
+            try:
+                result = await svc.sasl_backend.authenticate(creds, info)
+            except Exception as err:   # a backend bug: temporary, never a traceback
+                result = S.AuthResult(S.TEMP, f"{type(err).__name__}")
+        if result.status == S.OK:
+            creds.username = result.username or creds.username
+            c.sasl_username = creds.username
+            return S.AUTH_OK
+        svc.log("warning", "%s: SASL %s authentication failed: %s, sasl_username=%s",
+                self._namaddr(), creds.mechanism, result.reason, creds.username)
+        if result.status == S.TEMP:
+            return S.auth_temporary(result.reason)
+        return S.auth_failed(result.reason)
+
+    def _local(self) -> tuple[str, int]:
+        sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        if isinstance(sock, tuple) and len(sock) >= 2:
+            return str(sock[0]), int(sock[1])
+        return "", 0
 
     async def _rcpt(self, e: P.RcptTo) -> Reply | None:
         svc = self.svc
@@ -532,7 +690,12 @@ class Session(asyncio.Protocol):
                 svc.log("warning", "%s: %s", self._namaddr(), err)
                 return err.reply
             self.txn = txn
-            self._log_info("%s: client=%s", qid, self._namaddr())
+            p = self.proto
+            if p.sasl_username is not None:
+                self._log_info("%s: client=%s, sasl_method=%s, sasl_username=%s", qid, self._namaddr(),
+                               p.sasl_method, p.sasl_username)
+            else:
+                self._log_info("%s: client=%s", qid, self._namaddr())
             await txn.record(b"S", self.sender.address.encode("utf-8", "surrogateescape"))
         rp = e.params
         rec = "\0".join([e.path.address, e.path.address, rp.orcpt, str(rp.notify)])
@@ -544,11 +707,20 @@ class Session(asyncio.Protocol):
     def _open_attrs(self) -> dict:
         c = self.client
         mp = self.mail_params or A.MailParams()
+        p = self.proto
+        protocol = c.protocol
+        if protocol == "ESMTP":     # RFC 3848
+            protocol += ("S" if p.tls_active else "") + ("A" if p.sasl_username is not None else "")
         attrs = {
             "client_name": c.name, "client_address": c.addr, "client_port": str(c.port),
-            "helo_name": c.helo or "", "protocol": c.protocol, "rewrite_context": "remote",
+            "helo_name": c.helo or "", "protocol": protocol, "rewrite_context": "remote",
             "arrival_time": time.time(),
         }
+        if p.sasl_username is not None:
+            attrs["sasl_method"] = p.sasl_method
+            attrs["sasl_username"] = p.sasl_username
+        if p.tls_active:
+            attrs.update(self.svc.tls.received_attrs(self.transport))
         if mp.body:
             attrs["body_type"] = mp.body
         if mp.smtputf8:
@@ -603,6 +775,9 @@ class Session(asyncio.Protocol):
         except Exception:
             return Reply(458, "4.3.0", f"Unable to queue messages for node {site}")
         return R.ETRN_QUEUED
+
+
+TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to local problem")
 
 
 def _printable(data: bytes) -> str:

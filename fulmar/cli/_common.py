@@ -12,7 +12,8 @@ SYNOPSIS
 DESCRIPTION
     getopt() behaves as glibc's getopt(3) that Postfix's commands use
     (options stop at the first non-option or `--`; `-abc` clusters;
-    `-xVALUE` and `-x VALUE`), and reports errors with glibc's texts
+    `-xVALUE` and `-x VALUE`; `x::` takes an attached argument only),
+    and reports errors with glibc's texts
     (`prog: invalid option -- 'Z'`, `prog: option requires an argument --
     'd'`) followed by the command's own fatal usage line, as Postfix does.
     fatal(prog, status, text) prints `prog: fatal: text` and exits.
@@ -62,13 +63,15 @@ class GetoptError(Exception):
 
 def getopt(argv: list[str], spec: str) -> tuple[list[tuple[str, str]], list[str]]:
     """POSIX getopt(3) ('+' mode): (options, remaining arguments)."""
-    takes = {}
+    takes = {}          # option letter -> 0 none, 1 required, 2 optional ("x::")
     i = 0
     while i < len(spec):
         ch = spec[i]
-        arg = i + 1 < len(spec) and spec[i + 1] == ":"
-        takes[ch] = arg
-        i += 2 if arg else 1
+        n = 0
+        while i + 1 + n < len(spec) and spec[i + 1 + n] == ":" and n < 2:
+            n += 1
+        takes[ch] = n
+        i += 1 + n
     opts: list[tuple[str, str]] = []
     k = 0
     while k < len(argv):
@@ -82,6 +85,9 @@ def getopt(argv: list[str], spec: str) -> tuple[list[tuple[str, str]], list[str]
             ch = a[j]
             if ch not in takes or ch == ":":
                 raise GetoptError("invalid option -- '%s'" % ch)
+            if takes[ch] == 2:            # GNU optional argument: attached only
+                opts.append(("-" + ch, a[j + 1:]))
+                break
             if takes[ch]:
                 if j + 1 < len(a):
                     opts.append(("-" + ch, a[j + 1:]))

@@ -47,6 +47,7 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -59,7 +60,8 @@ from fulmar.cli import _common as C
 from fulmar.version import require_python
 
 PROG = "sendmail"
-OPTSPEC = "A:B:C:F:GIL:N:O:R:UV:X:b:ce:f:h:imno:p:r:q:tvx"
+# -q takes its argument attached only (-q, -q30m, -qRsite), as Postfix allows.
+OPTSPEC = "A:B:C:F:GIL:N:O:R:UV:X:b:ce:f:h:imno:p:r:q::tvx"
 HELPER = "postdrop"
 HELPER_ENV = "FULMAR_POSTDROP"
 READ_SIZE = 256 * 1024
@@ -471,7 +473,10 @@ def smtp_session(o: Options, cfg, rfd: int = 0, wfd: int = 1) -> int:
     from fulmar.smtp import reply as R
     from smtpd import protocol as P
     uid = os.getuid()
-    p = P.ServerProtocol(P.Settings.from_config(cfg))
+    # A local user's pipe is not an unauthenticated internet client: allow
+    # pipelining as a script writes it (Postfix's stand-alone smtpd does too).
+    settings = dataclasses.replace(P.Settings.from_config(cfg), forbid_unauth_pipelining=False)
+    p = P.ServerProtocol(settings)
     p.start()
     sub: Submitter | None = None
     sender = ""
@@ -552,7 +557,8 @@ def run(argv: list[str], prog_mode: str | None = None) -> int:
         args = ["-" + o.flush[0]] + ([o.flush[1]] if o.flush[0] != "f" else [])
         if o.config_dir:
             args = ["-c", o.config_dir] + args
-        return postqueue.run(args, prog=PROG if o.flush[0] == "f" else "postqueue")
+        # Postfix runs postqueue(1) for these: its messages carry that name.
+        return postqueue.run(args, prog="postqueue")
     if o.mode == "i":
         C.fatal("newaliases" if prog_mode else PROG, C.EX_UNAVAILABLE, "not implemented yet")
     cfg = C.load_config(PROG, o.config_dir)

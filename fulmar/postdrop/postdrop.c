@@ -19,7 +19,8 @@
  *	leaves nothing behind), fsyncs it, makes it mode 0644 (pickup runs as
  *	mail_owner and must read it; maildrop's mode keeps everyone else
  *	out), links it under a long queue ID name, removes the temporary
- *	name, fsyncs the directory, prints the name on standard output and
+ *	name, makes the name durable with syncfs(2) (a group member cannot
+ *	open maildrop/ to fsync it), prints the name on standard output and
  *	wakes pickup by connecting to public/pickup (a lost wakeup only
  *	delays the mail until pickup's next scan).
  *
@@ -35,6 +36,7 @@
  *	python -m fulmar.postdrop.build --install BINDIR  (cc -O2 -Wall)
  */
 
+#define _GNU_SOURCE
 #include <sys/types.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
@@ -164,7 +166,8 @@ int     main(int argc, char **argv)
 
     if ((size_t) snprintf(path, sizeof(path), "%s/maildrop", queue_dir) >= sizeof(path))
 	fatal("queue directory name too long");
-    if ((dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+    /* maildrop/ is not readable by the group: an O_PATH handle suffices for *at(). */
+    if ((dir_fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 	fatal("open %s: %s", path, strerror(errno));
     if (fstat(dir_fd, &st) < 0)
 	fatal("stat %s: %s", path, strerror(errno));
@@ -218,8 +221,6 @@ int     main(int argc, char **argv)
 	fatal("fsync %s: %s", tmp_name, strerror(errno));
     if (fchmod(fd, 0644) < 0 || fstat(fd, &st) < 0)
 	fatal("fchmod %s: %s", tmp_name, strerror(errno));
-    if (close(fd) < 0)
-	fatal("close %s: %s", tmp_name, strerror(errno));
 
     for (attempt = 0; attempt < 100; attempt++) {
 	size_t  len;
@@ -239,8 +240,14 @@ int     main(int argc, char **argv)
 	fatal("no free queue file name");
     (void) unlinkat(dir_fd, tmp_name, 0);
     tmp_name[0] = 0;
-    if (fsync(dir_fd) < 0)
-	fatal("fsync %s: %s", path, strerror(errno));
+
+    /*
+     * The directory cannot be opened for reading (mode 1730), so it cannot
+     * be fsync()ed; syncfs() on the file makes the new name durable too.
+     */
+    if (syncfs(fd) < 0)
+	fatal("syncfs %s: %s", path, strerror(errno));
+    (void) close(fd);
     printf("%s\n", name);
     fflush(stdout);
     trigger_pickup(queue_dir);

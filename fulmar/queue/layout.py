@@ -2,7 +2,8 @@
 
 Postfix's layout (postfix-files), under ``queue_directory``::
 
-    maildrop  0730  mail_owner:setgid_group   (sendmail drops files here)
+    maildrop  1730  mail_owner:setgid_group   (sendmail drops files here; sticky:
+                    a submitter cannot remove another's file)
     public    0710  mail_owner:setgid_group   (pickup, qmgr, showq sockets)
     pid       0755  owner of the queue directory (root when started as root)
     all else  0700  mail_owner
@@ -70,7 +71,7 @@ MESSAGE_QUEUES = (
 
 MODE_QUEUE_DIR = 0o755
 MODE_DEFAULT = 0o700
-MODES = {QUEUE_MAILDROP: 0o730, QUEUE_PUBLIC: 0o710, QUEUE_PID: 0o755}
+MODES = {QUEUE_MAILDROP: 0o1730, QUEUE_PUBLIC: 0o710, QUEUE_PID: 0o755}
 # Directories whose group is setgid_group (postdrop) rather than mail_owner's.
 SETGID_GROUP_DIRS = (QUEUE_MAILDROP, QUEUE_PUBLIC)
 # Directories owned by the queue directory's owner (root), not mail_owner.

@@ -1,10 +1,11 @@
-"""Plain text tables: texthash: (and hash:-like types read from source), inline:, static:.
+"""Plain text tables: texthash:, inline:, static:, and the postmap/postalias source parsers.
 
 The source format is Postfix's postmap(1) input: "key<white space>value",
 comment lines start with "#", a line starting with white space continues
-the previous line, keys are case-folded.  hash:/btree:/lmdb:/cdb: read the
-source file (name without a ".db"/".lmdb"/".cdb" suffix).  XXX issue 5:
-indexed formats.
+the previous line, keys are case-folded.  postalias(1) input is aliases(5):
+"name: value, value", where the key ends at the first ":" (a quoted name
+may contain one).  iter_source()/iter_aliases() yield (lineno, key, value)
+for postmap, which reports duplicates; parse_source() keeps the first.
 """
 
 from __future__ import annotations
@@ -12,34 +13,80 @@ from __future__ import annotations
 from fulmar.tables import FOUND, NOT_FOUND, BaseTable, Result
 
 
+def logical_lines(text: str):
+    """(first line number, joined text) of each logical line (continuations joined)."""
+    logical: list[str] = []
+    start = 0
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not stripped:
+            if logical:
+                yield start, " ".join(logical)
+                logical = []
+            continue
+        if raw.lstrip().startswith("#"):
+            continue
+        if raw[0] in " \t" and logical:
+            logical.append(stripped)
+            continue
+        if logical:
+            yield start, " ".join(logical)
+        logical, start = [stripped], lineno
+    if logical:
+        yield start, " ".join(logical)
+
+
+def iter_source(text: str, fold: bool = True):
+    """postmap input → (lineno, key, value); a key without value has value ""."""
+    for lineno, line in logical_lines(text):
+        parts = line.split(None, 1)
+        key = parts[0]
+        value = parts[1].strip() if len(parts) > 1 else ""
+        yield lineno, key.lower() if fold else key, value
+
+
+def iter_aliases(text: str, fold: bool = True):
+    """aliases(5) input → (lineno, name, value); value "" means the ":" was missing."""
+    for lineno, line in logical_lines(text):
+        if line.startswith('"'):
+            end = line.find('"', 1)
+            colon = line.find(":", end + 1) if end > 0 else -1
+        else:
+            colon = line.find(":")
+        if colon <= 0:
+            yield lineno, None, line
+            continue
+        key = line[:colon].strip()
+        if len(key) > 1 and key.startswith('"') and key.endswith('"'):
+            key = key[1:-1]
+        yield lineno, key.lower() if fold else key, line[colon + 1:].strip()
+
+
 def parse_source(text: str, origin: str = "") -> dict[str, str]:
     """Parse postmap source text; later duplicates are ignored (postmap warns)."""
     entries: dict[str, str] = {}
-    logical: list[str] = []
-    lines = text.splitlines()
-
-    def flush() -> None:
-        if not logical:
-            return
-        line = " ".join(logical).strip()
-        logical.clear()
-        parts = line.replace("\t", " ").split(None, 1)
-        key = parts[0]
-        value = parts[1].strip() if len(parts) > 1 else ""
-        entries.setdefault(key.lower(), value)
-
-    for raw in lines:
-        if raw.lstrip().startswith("#") or not raw.strip():
-            if not raw.strip():
-                flush()
-            continue
-        if raw[0] in " \t" and logical:
-            logical.append(raw.strip())
-            continue
-        flush()
-        logical.append(raw.strip())
-    flush()
+    for _lineno, key, value in iter_source(text):
+        entries.setdefault(key, value)
     return entries
+
+
+def split_braced(body: str) -> list[str]:
+    """Split "a, {b c}, d:{x, y}" on commas/white space outside braces."""
+    out, cur, depth = [], [], 0
+    for ch in body:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth = max(0, depth - 1)
+        if depth == 0 and ch in ", \t\n":
+            if cur:
+                out.append("".join(cur))
+                cur = []
+            continue
+        cur.append(ch)
+    if cur:
+        out.append("".join(cur))
+    return out
 
 
 def parse_inline(body: str) -> dict[str, str]:
@@ -81,11 +128,7 @@ class TextTable(BaseTable):
         self.entries = entries
 
     @classmethod
-    def from_file(cls, spec: str, path: str, strip_db: bool = False) -> TextTable:
-        if strip_db:
-            for suffix in (".db", ".lmdb", ".cdb"):
-                if path.endswith(suffix):
-                    path = path[: -len(suffix)]
+    def from_file(cls, spec: str, path: str) -> TextTable:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             return cls(spec, parse_source(f.read(), path))
 
@@ -99,6 +142,9 @@ class TextTable(BaseTable):
     def lookup(self, key: str) -> Result:
         value = self.entries.get(key.lower())
         return NOT_FOUND if value is None else Result(FOUND, value)
+
+    def items(self):
+        return list(self.entries.items())
 
 
 class StaticTable(BaseTable):

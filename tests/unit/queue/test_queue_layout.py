@@ -33,7 +33,7 @@ def test_create_modes_and_idempotent(tmp_path):
         layout.create(d)
     finally:
         os.umask(old)
-    assert _mode(os.path.join(d, "maildrop")) == 0o730
+    assert _mode(os.path.join(d, "maildrop")) == 0o1730
     assert _mode(os.path.join(d, "public")) == 0o710
     assert _mode(os.path.join(d, "private")) == 0o700
     assert _mode(os.path.join(d, "incoming")) == 0o700
@@ -51,7 +51,7 @@ def test_check_reports_problems_and_create_repairs(tmp_path):
     os.chmod(os.path.join(d, "maildrop"), 0o777)
     os.rmdir(os.path.join(d, "hold"))
     problems = layout.check(d)
-    assert any("maildrop: mode 0777, expected 0730" in p for p in problems)
+    assert any("maildrop: mode 0777, expected 1730" in p for p in problems)
     assert any(p.endswith("hold: directory is missing") for p in problems)
     layout.create(d)
     assert layout.check(d) == []

@@ -1,0 +1,188 @@
+"""bench/loadgen.py: the bench's own asyncio load tools (what smtp-source/smtp-sink lack).
+
+Interface
+    latency_run(smtpd_port, sink_port, count, timeout) -> list[float]
+        a timestamping sink on sink_port and a client that submits `count`
+        messages one at a time to smtpd_port, each waiting for the previous
+        one to arrive at the sink; returns submission -> arrival seconds.
+        Submission starts when the client connects; arrival is the end of
+        DATA at the sink (before its 250).
+    SessionHolder().open(port, count, timeout) -> held
+        opens `count` SMTP sessions (CONNECT_BATCH at a time), reads each
+        banner and sends EHLO, then leaves them idle; held is how many got a
+        220 banner and a 250 EHLO reply.  .close() closes them all.
+
+The sink speaks just enough SMTP for Postfix's and Fulmar's smtp clients
+(EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT).  Runs on one event loop
+in the bench process, so arrival and submission share a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+CONNECT_BATCH = 200        # sessions opened at once (stays under the listen backlog)
+
+
+class _Sink(asyncio.Protocol):
+    def __init__(self, arrivals: dict[str, float], waiters: dict[str, asyncio.Future]):
+        self.arrivals = arrivals
+        self.waiters = waiters
+        self.buf = b""
+        self.in_data = False
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport):
+        self.t = transport
+        transport.write(b"220 sink.bench.test ESMTP\r\n")
+
+    def data_received(self, data: bytes):
+        self.buf += data
+        while True:
+            if self.in_data:
+                end = self.buf.find(b"\r\n.\r\n")
+                if end < 0:
+                    return
+                now = time.monotonic()
+                message, self.buf = self.buf[:end], self.buf[end + 5:]
+                self.in_data = False
+                self._arrived(message, now)
+                self.t.write(b"250 2.0.0 Ok: queued\r\n")
+                continue
+            nl = self.buf.find(b"\r\n")
+            if nl < 0:
+                return
+            line, self.buf = self.buf[:nl], self.buf[nl + 2:]
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                self.t.write(b"250-sink.bench.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                self.in_data = True
+                # the message body may start in the same read
+                self.buf = b"\r\n" + self.buf
+                self.t.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            elif verb == b"QUIT":
+                self.t.write(b"221 2.0.0 Bye\r\n")
+                self.t.close()
+                return
+            else:
+                self.t.write(b"250 2.0.0 Ok\r\n")
+
+    def _arrived(self, message: bytes, now: float):
+        marker = message.find(b"X-Bench-Id: ")
+        if marker < 0:
+            return
+        key = message[marker + 12:message.find(b"\r\n", marker)].decode()
+        self.arrivals[key] = now
+        fut = self.waiters.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.set_result(now)
+
+
+async def _expect(reader: asyncio.StreamReader, code: bytes) -> bytes:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("connection closed")
+        if line[3:4] != b"-":
+            if not line.startswith(code):
+                raise ConnectionError("unexpected reply %r" % line)
+            return line
+
+
+async def _submit(port: int, key: str) -> float:
+    t0 = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await _expect(reader, b"220")
+        writer.write(b"EHLO client.bench.test\r\n")
+        await _expect(reader, b"250")
+        writer.write(b"MAIL FROM:<bench@bench.test>\r\n")
+        await _expect(reader, b"250")
+        writer.write(b"RCPT TO:<sink@remote.test>\r\n")
+        await _expect(reader, b"250")
+        writer.write(b"DATA\r\n")
+        await _expect(reader, b"354")
+        body = (b"From: bench@bench.test\r\nTo: sink@remote.test\r\nSubject: latency\r\n"
+                b"X-Bench-Id: " + key.encode() + b"\r\n\r\n" + b"x" * 72 + b"\r\n") * 1
+        body += (b"y" * 78 + b"\r\n") * 12
+        writer.write(body + b".\r\n")
+        await _expect(reader, b"250")
+        writer.write(b"QUIT\r\n")
+        await reader.readline()
+    finally:
+        writer.close()
+    return t0
+
+
+async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
+                   tag: str) -> list[float]:
+    loop = asyncio.get_running_loop()
+    arrivals: dict[str, float] = {}
+    waiters: dict[str, asyncio.Future] = {}
+    server = await loop.create_server(lambda: _Sink(arrivals, waiters), "127.0.0.1", sink_port,
+                                      reuse_address=True)
+    out = []
+    try:
+        for n in range(count):
+            key = "%s-%d" % (tag, n)
+            fut = loop.create_future()
+            waiters[key] = fut
+            t0 = await _submit(smtpd_port, key)
+            arrived = await asyncio.wait_for(fut, timeout)
+            out.append(arrived - t0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    return out
+
+
+def latency_run(smtpd_port: int, sink_port: int, count: int, timeout: float = 30.0,
+                tag: str = "lat") -> list[float]:
+    return asyncio.run(_latency(smtpd_port, sink_port, count, timeout, tag))
+
+
+async def _open_one(port: int, timeout: float):
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    try:
+        await asyncio.wait_for(_expect(reader, b"220"), timeout)
+        writer.write(b"EHLO idle.bench.test\r\n")
+        await asyncio.wait_for(_expect(reader, b"250"), timeout)
+        return writer, True
+    except (OSError, ConnectionError, asyncio.TimeoutError):
+        return writer, False
+
+
+class SessionHolder:
+    """Keeps an event loop (in the calling thread) and the idle sessions on it."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    def open(self, port: int, count: int, timeout: float) -> int:
+        async def go():
+            held = 0
+            for start in range(0, count, CONNECT_BATCH):
+                batch = min(CONNECT_BATCH, count - start)
+                results = await asyncio.gather(*(_open_one(port, timeout) for _ in range(batch)))
+                for r in results:
+                    if r is None:
+                        continue
+                    self.writers.append(r[0])
+                    held += r[1]
+            return held
+        return self.loop.run_until_complete(go())
+
+    def close(self) -> None:
+        async def go():
+            for w in self.writers:
+                w.close()
+            await asyncio.sleep(0.2)
+        self.loop.run_until_complete(go())
+        self.writers.clear()
+        self.loop.close()

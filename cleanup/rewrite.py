@@ -1,0 +1,207 @@
+"""Envelope address rewriting in cleanup: canonical, masquerade, virtual aliases.
+
+NAME
+    cleanup.rewrite -- what Postfix's cleanup does to envelope addresses
+
+SYNOPSIS
+    rw = Rewriter(cfg)                   # once per process
+    sender, err = rw.sender("alice")     # ("alice@$myorigin", None)
+    rcpts, err = rw.recipient("list@example.com")   # (["a@x", "b@y"], None)
+    err is None or (status, reason) with status "tempfail"
+
+DESCRIPTION
+    Every envelope address is first made complete as trivial-rewrite does
+    in the "local" context: a bare name gets "@$myorigin"
+    (append_at_myorigin), a domain without a dot gets ".$mydomain"
+    (append_dot_mydomain).
+
+    Sender: sender_canonical_maps, then canonical_maps, then masquerading
+    (masquerade_domains, masquerade_exceptions) when masquerade_classes
+    has envelope_sender.
+
+    Recipient: recipient_canonical_maps, then canonical_maps, then
+    masquerading when masquerade_classes has envelope_recipient, then
+    virtual alias expansion (virtual_alias_maps).
+
+    Canonical lookups use Postfix's address order (fulmar.tables.addr),
+    with the extension propagated when propagate_unmatched_extensions has
+    "canonical"; a result is rewritten again until it maps to itself or
+    CANONICAL_RECURSION_LIMIT is reached (cleanup_map11.c).
+
+    Virtual alias expansion (cleanup_map1n.c): each address is looked up;
+    a result list replaces it and each member is looked up in turn; an
+    address already expanded once is kept as it is (so "a → b, b → a"
+    ends with a, and "a → a, b" keeps a).  More than
+    virtual_alias_recursion_limit levels or more than
+    virtual_alias_expansion_limit addresses defers the message with
+    "4.6.0 Alias expansion error", as Postfix does; a table that fails
+    defers it with "4.3.0 Temporary lookup failure".
+
+    XXX header addresses (header_sender, header_recipient classes) are not
+    rewritten yet; only the envelope is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from fulmar import tables
+from fulmar.tables.addr import find_address, split_address
+
+#: cleanup_map11.c's MAX_RECURSION: canonical results rewritten again at most this often.
+CANONICAL_RECURSION_LIMIT = 10
+
+TEMPFAIL = "tempfail"
+LOOKUP_FAILURE = "4.3.0 Temporary lookup failure"
+EXPANSION_ERROR = "4.6.0 Alias expansion error"
+
+
+def _param(cfg, name: str, default):
+    try:
+        return cfg.get(name)
+    except KeyError:
+        return default
+
+
+class Rewriter:
+    def __init__(self, cfg) -> None:
+        cache: dict = {}
+        self.myorigin = cfg.get("myorigin")
+        self.mydomain = cfg.get("mydomain")
+        self.append_at_myorigin = _param(cfg, "append_at_myorigin", True)
+        self.append_dot_mydomain = _param(cfg, "append_dot_mydomain", False)
+        self.delimiter = _param(cfg, "recipient_delimiter", "")
+        propagate = {p.lower() for p in _param(cfg, "propagate_unmatched_extensions",
+                                              ["canonical", "virtual"])}
+        self.propagate_canonical = "canonical" in propagate
+        self.propagate_virtual = "virtual" in propagate
+        self.sender_canonical = tables.open_maps(cfg, "sender_canonical_maps", cache)
+        self.recipient_canonical = tables.open_maps(cfg, "recipient_canonical_maps", cache)
+        self.canonical = tables.open_maps(cfg, "canonical_maps", cache)
+        self.virtual = tables.open_maps(cfg, "virtual_alias_maps", cache)
+        self.masq_domains = [d.lower() for d in _param(cfg, "masquerade_domains", [])]
+        self.masq_exceptions = {u.lower() for u in _param(cfg, "masquerade_exceptions", [])}
+        classes = {c.lower() for c in _param(cfg, "masquerade_classes", [])}
+        self.masq_sender = "envelope_sender" in classes
+        self.masq_recipient = "envelope_recipient" in classes
+        self.expansion_limit = cfg.get("virtual_alias_expansion_limit")
+        self.recursion_limit = cfg.get("virtual_alias_recursion_limit")
+        self.local_domains = {d.lower() for d in cfg.get("mydestination") if ":" not in d}
+        self.local_domains.add(self.myorigin.lower())
+        for item in _param(cfg, "inet_interfaces", []) + _param(cfg, "proxy_interfaces", []):
+            try:
+                self.local_domains.add("[%s]" % ipaddress.ip_address(item))
+            except ValueError:
+                pass
+
+    def is_local(self, domain: str) -> bool:
+        return domain.lower() in self.local_domains
+
+    # -- steps ----------------------------------------------------------------
+
+    def complete(self, address: str) -> str:
+        """append_at_myorigin / append_dot_mydomain (rewrite context local)."""
+        if not address:
+            return address
+        local, domain = split_address(address)
+        if "@" not in address:
+            return "%s@%s" % (address, self.myorigin) if self.append_at_myorigin else address
+        if (self.append_dot_mydomain and domain and "." not in domain
+                and not domain.startswith("[") and self.mydomain):
+            return "%s@%s.%s" % (local, domain, self.mydomain)
+        return address
+
+    def _canonical(self, address: str, maps_list) -> tuple[str, tuple | None]:
+        for maps in maps_list:
+            if not maps:
+                continue
+            for _ in range(CANONICAL_RECURSION_LIMIT):
+                r = find_address(maps, address, delimiter=self.delimiter, is_local=self.is_local,
+                                 propagate=self.propagate_canonical)
+                if r.status == tables.RETRY:
+                    return address, (TEMPFAIL, LOOKUP_FAILURE)
+                if not r.found:
+                    break
+                new = self.complete((r.value or "").split(",")[0].strip())
+                if not new or new.lower() == address.lower():
+                    break
+                address = new
+        return address, None
+
+    def masquerade(self, address: str) -> str:
+        if not self.masq_domains or "@" not in address:
+            return address
+        local, domain = split_address(address)
+        if local.lower() in self.masq_exceptions:
+            return address
+        low = domain.lower()
+        for masq in self.masq_domains:
+            if masq.startswith("!"):
+                if masq[1:] == low:
+                    return address
+                continue
+            if len(masq) < len(low) and low.endswith("." + masq):
+                return "%s@%s" % (local, masq)
+        return address
+
+    # -- public ---------------------------------------------------------------
+
+    def sender(self, address: str) -> tuple[str, tuple | None]:
+        if not address:
+            return address, None
+        address = self.complete(address)
+        address, err = self._canonical(address, (self.sender_canonical, self.canonical))
+        if err:
+            return address, err
+        if self.masq_sender:
+            address = self.masquerade(address)
+        return address, None
+
+    def recipient(self, address: str) -> tuple[list[str], tuple | None]:
+        address = self.complete(address)
+        address, err = self._canonical(address, (self.recipient_canonical, self.canonical))
+        if err:
+            return [address], err
+        if self.masq_recipient:
+            address = self.masquerade(address)
+        if not self.virtual:
+            return [address], None
+        return self.expand(address)
+
+    def expand(self, address: str) -> tuple[list[str], tuple | None]:
+        """Virtual alias expansion as cleanup_map1n.c."""
+        out = [address]
+        expanded: set[str] = set()
+        i = 0
+        while i < len(out):
+            for depth in range(self.recursion_limit + 1):
+                addr = out[i]
+                key = addr.lower()
+                if key in expanded:
+                    break
+                if depth >= self.recursion_limit:
+                    return out, (TEMPFAIL, EXPANSION_ERROR)
+                r = find_address(self.virtual, addr, delimiter=self.delimiter,
+                                 is_local=self.is_local, propagate=self.propagate_virtual)
+                if r.status == tables.RETRY:
+                    return out, (TEMPFAIL, LOOKUP_FAILURE)
+                if not r.found:
+                    break
+                expanded.add(key)
+                results = [self.complete(a.strip()) for a in (r.value or "").split(",") if a.strip()]
+                if not results:
+                    break
+                out[i] = results[0]
+                out.extend(results[1:])
+                if len(out) > self.expansion_limit:
+                    return out, (TEMPFAIL, EXPANSION_ERROR)
+                if results[0].lower() == key:
+                    break
+            i += 1
+        seen: set[str] = set()
+        unique = []
+        for a in out:
+            if a.lower() not in seen:
+                seen.add(a.lower())
+                unique.append(a)
+        return unique, None

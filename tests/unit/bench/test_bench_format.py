@@ -1,0 +1,91 @@
+"""The bench's JSON writer and table printer produce the shape bench/README.md documents.
+
+bench/ is not a package (its scripts run as `bench/run.py`), so the module
+is loaded from its path; nothing here starts a daemon or opens a socket.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+from hypothesis import given, strategies as st
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location("fulmar_bench_" + name,
+                                                  os.path.join(ROOT, "bench", name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod          # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+report = _load("report")
+flamegraph = _load("flamegraph")
+
+KEYS = {"workload", "unit", "fulmar", "postfix", "ratio", "min", "max"}
+
+
+def _rows():
+    return [
+        report.Row("accept throughput -s 20 -l 1024", "msg/s", [700.0, 650.0, 720.0],
+                   [600.0, 640.0, 620.0]),
+        report.Row("latency p50", "ms", [4.0, 5.0], [2.0, 3.0]),
+        report.Row("queue 10000: postqueue -j time", "s", [], [1.5], note="not available"),
+    ]
+
+
+def test_json_shape(tmp_path):
+    path = report.write_json(_rows(), str(tmp_path), stamp="20260101T000000Z")
+    assert os.path.basename(path) == "20260101T000000Z.json"
+    with open(path) as fh:
+        data = json.load(fh)
+    assert isinstance(data, list) and len(data) == 3
+    for obj in data:
+        assert KEYS <= set(obj)
+    first = data[0]
+    assert first["fulmar"] == 700.0 and first["postfix"] == 620.0
+    assert first["ratio"] == 700.0 / 620.0
+    assert (first["min"], first["max"]) == (650.0, 720.0)
+    assert "throughput" in first["workload"]
+    missing = data[2]
+    assert missing["fulmar"] is None and missing["ratio"] is None and missing["min"] is None
+    assert missing["postfix"] == 1.5
+
+
+def test_table_has_one_line_per_row_and_marks_the_better_side():
+    lines = report.format_table(_rows()).splitlines()
+    assert lines[0].split()[:5] == ["workload", "unit", "Fulmar", "Postfix", "ratio"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    body = lines[2:]
+    assert len(body) == 3
+    assert "1.13x" in body[0] and " F " in body[0] + " "          # throughput: higher wins
+    assert "1.80x" in body[1] and " P " in body[1] + " "          # latency: lower wins
+    assert "n/a" in body[2]
+
+
+@given(st.lists(st.floats(min_value=0.001, max_value=1e6), min_size=1, max_size=7),
+       st.lists(st.floats(min_value=0.001, max_value=1e6), max_size=7))
+def test_record_invariants(f, p):
+    rec = report.record(report.Row("end-to-end throughput", "msg/s", f, p))
+    assert rec["min"] <= rec["fulmar"] <= rec["max"]
+    if p:
+        assert abs(rec["ratio"] * rec["postfix"] - rec["fulmar"]) <= 1e-9 * max(1.0, rec["fulmar"])
+    else:
+        assert rec["ratio"] is None
+    assert len(report.format_table([report.Row("x", "u", f, p)]).splitlines()) == 3
+
+
+def test_collapsed_stacks_merge_and_rank():
+    text = "main (a.py);loop (b.py);parse (c.py) 30\nmain (a.py);loop (b.py) 10\nbad line\n"
+    stacks = flamegraph.parse_collapsed(text)
+    stacks.update(flamegraph.parse_collapsed("main (a.py);loop (b.py);parse (c.py) 5\n"))
+    top = flamegraph.top_functions(stacks, 5)
+    assert top[0] == ("parse (c.py)", 35, 35)
+    assert top[1] == ("loop (b.py)", 10, 45)
+    svg = flamegraph.render_svg(stacks, "t")
+    assert svg.startswith("<?xml") and svg.rstrip().endswith("</svg>")
+    assert "parse (c.py) (35 samples" in svg
