@@ -11,7 +11,7 @@ Interface
         .postqueue / .sendmail         argv prefixes of the instance's commands
     Proc(pid, name, ...)  name is the Postfix program name (smtpd, cleanup, ...)
     memory(pids) -> (rss_kib, pss_kib) summed from /proc/<pid>/smaps_rollup
-    cpu_ticks(pid) -> (utime+stime, cutime+cstime) from /proc/<pid>/stat
+    cpu_ticks(pid) -> (utime, stime, cutime, cstime) from /proc/<pid>/stat
 
 Both instances get the same main.cf essentials (relay everything from
 127.0.0.0/8 to [127.0.0.1]:sink_port, no DNS, no per-client connection
@@ -169,15 +169,17 @@ def memory(pids: list[int]) -> tuple[int, int]:
     return rss, pss
 
 
-def cpu_ticks(pid: int) -> tuple[int, int]:
-    """(own utime+stime, reaped children's cutime+cstime) in clock ticks."""
+def cpu_ticks(pid: int) -> tuple[int, int, int, int] | None:
+    """(utime, stime, cutime, cstime) in clock ticks; None if the process is gone.
+
+    cutime/cstime are the children this process has reaped."""
     try:
         stat = _read("/proc/%d/stat" % pid)
     except OSError:
-        return 0, 0
+        return None
     f = stat[stat.rindex(")") + 2:].split()
     # fields after "(comm) ": state=0 ppid=1 ... utime=11 stime=12 cutime=13 cstime=14
-    return int(f[11]) + int(f[12]), int(f[13]) + int(f[14])
+    return int(f[11]), int(f[12]), int(f[13]), int(f[14])
 
 
 def wait_port(port: int, timeout: float) -> bool:

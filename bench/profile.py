@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     count = args.messages or (3000 if args.quick else 20000)
 
     base = tempfile.mkdtemp(prefix="fulmar-profile-", dir="/tmp")
+    os.chmod(base, 0o755)          # mail_owner must reach the queue
     port0 = 20000 + (os.getpid() % 1000) * 10 + 5
     inst = I.Instance("fulmar", os.path.join(base, "fulmar"), port0, port0 + 1)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -46,6 +47,7 @@ RESULTS = os.path.join(I.REPO, "bench", "results")
 SENDER, RCPT = "bench@bench.test", "sink@remote.test"
 NOFILE = 65536                 # 10,000 idle sessions + the bench's own sockets
 DRAIN_TIMEOUT = 600.0
+CPU_SAMPLE = 0.05              # seconds between /proc/<pid>/stat reads during a CPU run
 HWM_POLL = 0.005               # seconds between VmHWM reads of a timed command
 
 FULL = {
@@ -122,29 +124,72 @@ def drain(inst: I.Instance, expect: int) -> None:
             inst.label, inst.sent_count(), expect, inst.queue_counts()))
 
 
-def cpu_snapshot(inst: I.Instance) -> dict[int, tuple[str, int, int]]:
-    """pid -> (program name, own CPU ticks, reaped children's ticks)."""
-    return {p.pid: (p.name, *I.cpu_ticks(p.pid)) for p in inst.processes()}
+class CpuSampler:
+    """CPU used by an instance's processes over an interval, per program name.
 
-
-def cpu_delta(before: dict, after: dict) -> dict[str, int]:
-    """CPU ticks spent between two snapshots, per program name.
-
-    A process alive at both ends counts its own delta, a new one all its
-    ticks.  One that exited was reaped by master, whose children's ticks
-    grow by its whole lifetime: that growth, less what the vanished
-    processes had already used at the first snapshot, is "short-lived"
-    (processes that exited, or came and went, during the run).
+    /proc/<pid>/stat is read every CPU_SAMPLE seconds, so a process that
+    exits during the run (Postfix's smtpd after max_use connections) is
+    still counted under its name up to its last sample; what master's
+    reaped-children counters gained beyond those last samples is
+    "exited (unattributed)".  A process alive at the start counts from its
+    ticks then; one born later counts from zero.
     """
-    out: dict[str, int] = {}
-    reaped = 0
-    for pid, (name, own, children) in after.items():
-        out[name] = out.get(name, 0) + own - (before[pid][1] if pid in before else 0)
-        if name == "master":
-            reaped += children - (before[pid][2] if pid in before else 0)
-    reaped -= sum(own for pid, (_n, own, _c) in before.items() if pid not in after)
-    out["short-lived"] = max(0, reaped)
-    return out
+
+    def __init__(self, inst: I.Instance):
+        self.inst = inst
+        self.first: dict[int, tuple[int, int]] = {}
+        self.last: dict[int, tuple[str, int, int]] = {}
+        self.master_first = (0, 0)
+        self.master_last = (0, 0)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self, initial: bool = False) -> None:
+        for p in self.inst.processes():
+            t = I.cpu_ticks(p.pid)
+            if t is None:
+                continue
+            if initial:
+                self.first[p.pid] = (t[0], t[1])
+            name = p.name
+            if name == "?":
+                # an exiting process has no cmdline any more: keep its earlier name
+                name = self.last[p.pid][0] if p.pid in self.last else "exited (unattributed)"
+            self.last[p.pid] = (name, t[0], t[1])
+            if p.name == "master":
+                if initial:
+                    self.master_first = (t[2], t[3])
+                self.master_last = (t[2], t[3])
+
+    def start(self) -> None:
+        self._sample(initial=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(CPU_SAMPLE):
+            self._sample()
+
+    def stop(self) -> dict[str, tuple[int, int]]:
+        """program name -> (user ticks, system ticks) spent since start()."""
+        self._stop.set()
+        self._thread.join()
+        alive = {p.pid for p in self.inst.processes()}
+        self._sample()
+        out: dict[str, list[int]] = {}
+        vanished_u = vanished_s = 0
+        for pid, (name, u, s) in self.last.items():
+            u0, s0 = self.first.get(pid, (0, 0))
+            acc = out.setdefault(name, [0, 0])
+            acc[0] += u - u0
+            acc[1] += s - s0
+            if pid not in alive:
+                vanished_u += u
+                vanished_s += s
+        rest_u = self.master_last[0] - self.master_first[0] - vanished_u
+        rest_s = self.master_last[1] - self.master_first[1] - vanished_s
+        out["exited (unattributed)"] = [max(0, rest_u), max(0, rest_s)]
+        return {k: (v[0], v[1]) for k, v in out.items()}
 
 
 def percentile(samples: list[float], pct: float) -> float:
@@ -204,19 +249,22 @@ class Bench:
         for rep in range(self.plan["reps"]):
             for inst in self.alternating(rep):
                 base = inst.sent_count()
-                before = cpu_snapshot(inst)
+                sampler = CpuSampler(inst)
+                sampler.start()
                 t0 = time.monotonic()
                 smtp_source(inst, sessions, count, length)
                 drain(inst, base + count)
                 secs = time.monotonic() - t0
-                after = cpu_snapshot(inst)
+                used = sampler.stop()
                 self.add(name, "msg/s", inst, count / secs)
-                total = 0.0
-                for proc, ticks in sorted(cpu_delta(before, after).items()):
-                    ms = ticks * 1000.0 / I.CLK_TCK / count
-                    total += ms
-                    self.add("cpu/msg %s" % proc, "ms", inst, ms)
+                per_msg = 1000.0 / I.CLK_TCK / count
+                total = kernel = 0.0
+                for proc, (user, system) in sorted(used.items()):
+                    total += (user + system) * per_msg
+                    kernel += system * per_msg
+                    self.add("cpu/msg %s" % proc, "ms", inst, (user + system) * per_msg)
                 self.add("cpu/msg all processes", "ms", inst, total)
+                self.add("cpu/msg all processes, kernel part", "ms", inst, kernel)
                 log("%s %s: %.0f msg/s, %.2f ms CPU/msg" % (name, inst.label, count / secs, total))
         # a program that used no CPU on either side is noise; one that exists on
         # one side only gets an n/a cell on the other, not a fake zero
@@ -404,12 +452,15 @@ def main(argv: list[str] | None = None) -> int:
         plan["queue"] = args.queue_size
 
     base = args.base or tempfile.mkdtemp(prefix="fulmar-bench-", dir="/tmp")
+    os.makedirs(base, exist_ok=True)
     os.chmod(base, 0o755)
     port0 = 20000 + (os.getpid() % 1000) * 10
     insts = [I.Instance("fulmar", os.path.join(base, "fulmar"), port0 + 1, port0 + 2),
              I.Instance("postfix", os.path.join(base, "postfix"), port0 + 3, port0 + 4)]
     bench = Bench(plan, insts, args.only)
     started = time.monotonic()
+    # other work on the machine skews everything: say how busy it was
+    log("load average at start: %.1f %.1f %.1f" % os.getloadavg())
     rc = 0
     try:
         for inst in insts:
@@ -442,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(report.format_table(rows))
     path = report.write_json(rows, RESULTS)
-    log("wrote %s (%.0f s)" % (os.path.relpath(path, I.REPO), time.monotonic() - started))
+    log("wrote %s (%.0f s); load average at end: %.1f %.1f %.1f" % (
+        (os.path.relpath(path, I.REPO), time.monotonic() - started) + os.getloadavg()))
     return rc
 
 

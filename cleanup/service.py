@@ -338,13 +338,32 @@ class CleanupService:
         self.ipc_timeout = cfg.get("ipc_timeout")
         self.qmgr: ipc.Channel | None = None
         self.active = 0
+        # Connections waiting for their next message.  On a graceful stop
+        # (reload) they are closed, so that clients reconnect to the new
+        # generation instead of opening messages here until we are killed;
+        # smtpd retries an open that fails on a pooled channel.
+        self.stopping = False
+        self.idle: set = set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        for ch in list(self.idle):
+            ch.abort()
 
     async def handle(self, ch) -> None:
         """One client connection: any number of messages, one after another."""
         sub: Submission | None = None
+        served = 0
         try:
             while True:
-                frame = await ch.recv(timeout=self.ipc_timeout if sub else self.idle_timeout)
+                if sub is None:
+                    if self.stopping and served:
+                        break
+                    self.idle.add(ch)
+                try:
+                    frame = await ch.recv(timeout=self.ipc_timeout if sub else self.idle_timeout)
+                finally:
+                    self.idle.discard(ch)
                 if frame is None:
                     break
                 if frame.kind == KIND_RECORD:
@@ -355,6 +374,7 @@ class CleanupService:
                         await ch.send_attr({"id": sub.req_id, "status": status,
                                             "reason": reason, "queue_id": sub.queue_id})
                         self.active -= 1
+                        served += 1
                         if status == STATUS_OK:
                             await self.wakeup_qmgr(sub.queue_id)
                         sub = None
@@ -438,6 +458,7 @@ async def serve(ctx) -> None:
     await ctx.stopping.wait()
     for server in servers:
         server.close()
+    service.stop()
     # Let messages being received finish; smtpd sessions end on their own
     # timeouts, so bound the wait.
     deadline = time.monotonic() + 10

@@ -292,8 +292,13 @@ def main(process_name: str, serve, *, keep_root: bool = False,
                          sys.argv[1:] if argv is None else list(argv))
     try:
         cfg = config.load(options.config_dir)
-        if options.overrides:
-            cfg = cfg.with_overrides(options.overrides)
+        # $service_name is the master.cf service this process runs, as in
+        # Postfix (`-o syslog_name=postfix/$service_name` in master.cf).
+        overrides = dict(options.overrides)
+        if options.service:
+            overrides.setdefault("service_name", options.service)
+        if overrides:
+            cfg = cfg.with_overrides(overrides)
     except config.ConfigError as exc:
         log.fatal("%s", exc)
     log.setup(cfg, process_name, service_name=options.service)

@@ -57,6 +57,7 @@ import os
 import re
 import ssl
 import tempfile
+import warnings
 
 _ORDER = ["SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 _VERSION = {
@@ -118,8 +119,12 @@ def parse_protocols(text: str, param: str = "smtpd_tls_protocols") -> tuple[ssl.
 def apply_protocols(ctx: ssl.SSLContext, text: str, param: str) -> None:
     lo, hi = parse_protocols(text, param)
     try:
-        ctx.minimum_version = lo
-        ctx.maximum_version = hi
+        with warnings.catch_warnings():
+            # Python deprecates TLSv1/TLSv1.1; Postfix's default ">=TLSv1"
+            # still names them (OpenSSL's security level decides in the end).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = lo
+            ctx.maximum_version = hi
     except (ValueError, ssl.SSLError) as e:
         raise TlsConfigError(f"{param}: {e}") from None
 

@@ -303,7 +303,10 @@ class LocalAgent:
                 return err
             try:
                 st = os.stat(self.spool)
-                if st.st_mode & stat.S_IWGRP and st.st_gid not in extra:
+                # A group-writable spool (Debian: root:mail 2775): the mail
+                # group lets the worker make the dotlock.  Never group 0.
+                if (st.st_mode & stat.S_IWGRP and not st.st_mode & stat.S_IWOTH
+                        and st.st_gid != 0 and st.st_gid not in extra):
                     extra.append(st.st_gid)
             except OSError:
                 pass

@@ -36,7 +36,8 @@ DESCRIPTION
     5. The mailbox: mailbox_transport_maps / mailbox_transport ("pass"
        to that transport), mailbox_command_maps / mailbox_command
        (a command as the user), home_mailbox ("Maildir/" or a file in
-       the home directory), else $mail_spool_directory/<user> (mbox).
+       the home directory), else $mail_spool_directory/<user> (mbox; a
+       Maildir when mail_spool_directory ends in "/").
 
     Addresses that are not local become "forward" actions (a new message
     through cleanup).  A local address in an expansion is expanded in turn.
@@ -133,7 +134,7 @@ class Settings:
             forward_path=_split_forward_path(cfg.raw("forward_path")),
             mailbox_transport=get("mailbox_transport"),
             mailbox_transport_maps=tables.open_maps(cfg, "mailbox_transport_maps", cache),
-            mailbox_command=get("mailbox_command"),
+            mailbox_command=cfg.raw("mailbox_command") if get("mailbox_command") else "",
             mailbox_command_maps=tables.open_maps(cfg, "mailbox_command_maps", cache),
             home_mailbox=get("home_mailbox"), spool=cfg.get("mail_spool_directory"),
             luser_relay=cfg.raw("luser_relay") if get("luser_relay") else "",
@@ -359,15 +360,20 @@ class Expander:
                 return
             if r.found:
                 command = r.value or command
-        attrs = self._attrs(address, local, user, ext, domain, privs.home, privs.shell)
         if command:
-            self._add(out, Action("command", address, target=expand_macros(command, attrs),
-                                  privs=privs, klass="mailbox"))
+            # Not subjected to $name expansion (postconf(5)): "$EXTENSION" is
+            # for the shell, which gets it from the environment.
+            self._add(out, Action("command", address, target=command, privs=privs,
+                                  klass="mailbox"))
             return
         if s.home_mailbox:
             path = os.path.join(privs.home, s.home_mailbox)
             kind = "maildir" if s.home_mailbox.endswith("/") else "mailbox"
             self._add(out, Action(kind, address, target=path, privs=privs, klass="mailbox"))
+            return
+        if s.spool.endswith("/"):        # mail_spool_directory = /var/mail/ : Maildir spool
+            self._add(out, Action("maildir", address, target=os.path.join(s.spool, privs.user) + "/",
+                                  privs=privs, klass="mailbox"))
             return
         self._add(out, Action("mailbox", address, target=os.path.join(s.spool, privs.user),
                               privs=privs, klass="mailbox"))

@@ -145,7 +145,8 @@ def deliver_maildir(directory: str, data: bytes, *, size_limit: int, hostname: s
     global _maildir_count
     if size_limit and len(data) > size_limit:
         raise MailboxFull("message file too large")
-    for sub in ("", "tmp", "new", "cur"):
+    os.makedirs(directory, 0o700, exist_ok=True)
+    for sub in ("tmp", "new", "cur"):
         try:
             os.mkdir(os.path.join(directory, sub), 0o700)
         except FileExistsError:

@@ -282,7 +282,7 @@ class QueueManager:
         log.info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)",
                  qid, env.sender, env.content_size, len(env.recipients))
         if from_queue == DEFERRED:
-            self.spawn(self.bounce.remove(qid, "defer"))
+            self._remove_defer_log(qid)
         if pending and _force_expired(path):
             # postsuper -e/-f: return to sender without another attempt.
             msg.force_expired = True
@@ -465,14 +465,28 @@ class QueueManager:
                     await self.bounce.append("defer", qid, entry)
                 self._defer(msg, now)
                 return
-            if msg.from_queue != INCOMING and self._has_log("defer", qid):
-                await self.bounce.remove(qid, "defer")
+            if msg.from_queue != INCOMING:
+                self._remove_defer_log(qid)
             qfile.remove(self.queue_dir, ACTIVE, qid)
             log.info("%s: removed", qid)
         finally:
             self.messages.pop(qid, None)
             self.incoming_wanted = True
             self.kick.set()
+
+    def _remove_defer_log(self, qid: str) -> None:
+        """Unlink defer/QID here, as Postfix's qmgr does, not through bounce.
+
+        A round trip to the bounce daemon per message, serialised on its one
+        channel, made `postqueue -f` of a large deferred queue wait on
+        thousands of queued removals (docs/performance.md).  The previous
+        attempt's appends have all completed before the file went to
+        deferred/, so nothing can append to this log while it is unlinked.
+        """
+        try:
+            qfile.remove(self.queue_dir, "defer", qid)
+        except OSError as exc:
+            log.warning("%s: remove defer log: %s", qid, exc.strerror or exc)
 
     def _has_log(self, which: str, qid: str) -> bool:
         return os.path.exists(qfile.path_of(self.queue_dir, which, qid))

@@ -35,10 +35,12 @@ class TransportPool:
         self.ids = itertools.count(1)
         self.connect_timeout = ctx.cfg.get("ipc_timeout")
 
-    async def _get(self, transport: str):
+    async def _get(self, transport: str, fresh: bool = False):
         pool = self.idle.setdefault(transport, [])
-        if pool:
-            return pool.pop()
+        while pool and not fresh:
+            ch = pool.pop()
+            if not ch.closed:
+                return ch
         path = self.ctx.service_path(transport)
         if not os.path.exists(path):
             raise TransportUnavailable("mail transport unavailable")
@@ -48,21 +50,34 @@ class TransportPool:
             raise TransportUnavailable("mail transport unavailable") from None
 
     async def request(self, transport: str, request: dict) -> list:
-        ch = await self._get(transport)
-        req_id = next(self.ids)
-        try:
-            await ch.send_attr(dict(request, id=req_id))
-            frame = await ch.recv(timeout=None)
-            if frame is None or frame.kind != KIND_ATTR or frame.attrs.get("id") != req_id:
-                raise ipc.ChannelError("bad reply from delivery agent")
-            results = frame.attrs.get("results")
-            if not isinstance(results, list):
-                raise ipc.ChannelError("reply without results")
-        except (OSError, ipc.ChannelError, asyncio.TimeoutError):
-            await _close(ch)
-            raise TransportUnavailable("unknown mail transport error") from None
-        self.idle.setdefault(transport, []).append(ch)
-        return results
+        # An idle channel may lead to an agent that has since exited (reload,
+        # stop, crash).  An agent that stops gracefully closes its idle
+        # channels without starting what it had not read, so a pooled
+        # channel that closes before the reply is retried once on a fresh
+        # connection.  (After a kill -9 the job may have been under way: it
+        # is then delivered again, as it would be after a deferral.)
+        retry = bool(self.idle.get(transport))
+        while True:
+            ch = await self._get(transport, fresh=not retry)
+            req_id = next(self.ids)
+            frame = None
+            try:
+                await ch.send_attr(dict(request, id=req_id))
+                frame = await ch.recv(timeout=None)
+                if frame is None or frame.kind != KIND_ATTR or frame.attrs.get("id") != req_id:
+                    raise ipc.ChannelError("bad reply from delivery agent")
+                results = frame.attrs.get("results")
+                if not isinstance(results, list):
+                    raise ipc.ChannelError("reply without results")
+            except (OSError, ipc.ChannelError, asyncio.TimeoutError) as exc:
+                await _close(ch)
+                if retry and frame is None and not isinstance(
+                        exc, (ipc.ChannelTimeout, asyncio.TimeoutError)):
+                    retry = False
+                    continue
+                raise TransportUnavailable("unknown mail transport error") from None
+            self.idle.setdefault(transport, []).append(ch)
+            return results
 
     async def close(self) -> None:
         for pool in self.idle.values():

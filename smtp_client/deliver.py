@@ -91,6 +91,7 @@ from smtp_client import tls_policy as TP
 #: Well-known ports for service names when /etc/services lacks them.
 _SERVICE_PORTS = {"smtp": 25, "lmtp": 24}
 RELAY_NONE = "none"
+STOP_POLL = 0.05            # seconds between checks for the last channel to close
 DSN_CONNECT = "4.4.1"
 DSN_QUEUE_FILE = "4.3.0"
 #: A pending-write size above which the content writer waits for drain;
@@ -431,11 +432,31 @@ class Agent:
         self.cache = ConnectionCache(self._close_later)
         self._background: set[asyncio.Task] = set()
         self._tls_context = tls_context
+        # Graceful stop (reload, postfix stop): channels from qmgr with no
+        # request in progress are closed, busy ones after their last reply,
+        # so that a request is either answered or never started (qmgr then
+        # retries it on a fresh connection, to the new generation).
+        self.stopping = False
+        self._channels: dict = {}           # channel -> its request tasks
+
+    def stop(self) -> None:
+        self.stopping = True
+        for ch, tasks in list(self._channels.items()):
+            if not tasks:
+                ch.abort()
+
+    async def wait_idle(self) -> None:
+        """Until every channel has been closed (after stop()); a channel
+        accepted just before the listener closed is closed when idle too."""
+        while self._channels:
+            await asyncio.sleep(STOP_POLL)
+            self.stop()
 
     # -- IPC ---------------------------------------------------------------------
     async def handle_channel(self, ch) -> None:
         from fulmar.ipc import channel
         tasks: set[asyncio.Task] = set()
+        self._channels[ch] = tasks
         try:
             while True:
                 try:
@@ -452,6 +473,7 @@ class Agent:
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            self._channels.pop(ch, None)
 
     async def _serve_request(self, ch, req: dict) -> None:
         try:
@@ -462,6 +484,8 @@ class Agent:
                         "reason": "unknown mail transport error", "relay": RELAY_NONE}
                        for r in req.get("recipients") or [] if isinstance(r, dict)]
         await ch.send_attr({"id": req.get("id"), "results": results})
+        if self.stopping and len(self._channels.get(ch, ())) <= 1:   # only this request
+            await ch.close()
 
     # -- one request ----------------------------------------------------------------
     async def deliver(self, req: dict) -> list[dict]:
@@ -701,7 +725,8 @@ class Agent:
                 coro = asyncio.open_unix_connection(target.unix_path)
             else:
                 coro = asyncio.open_connection(target.ip, target.port)
-            reader, writer = await asyncio.wait_for(coro, s.connect_timeout)
+            # 0 means the system's own connect timeout (Postfix: lmtp_connect_timeout = 0s)
+            reader, writer = await asyncio.wait_for(coro, s.connect_timeout or None)
         except TimeoutError:
             return P.Failure(DSN_CONNECT, f"connect to {target.relay}: Connection timed out", "connect")
         except OSError as e:
@@ -968,4 +993,8 @@ async def serve(ctx) -> None:
         close = getattr(srv, "close", None)
         if close is not None:
             close()
+    # Deliveries in progress finish and are answered (daemon.main bounds
+    # the wait by daemon_timeout); idle channels close at once.
+    agent.stop()
+    await agent.wait_idle()
     await agent.shutdown()

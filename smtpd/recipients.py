@@ -13,8 +13,9 @@ DESCRIPTION
     restriction list names reject_unlisted_recipient.
 
     An address that canonical_maps, recipient_canonical_maps or
-    virtual_alias_maps knows is always known.  Otherwise, by address
-    class (fulmar.resolve):
+    virtual_alias_maps knows is always known.  One in relocated_maps gets
+    `550 5.1.6 <addr>: Recipient address rejected: User has moved to X`.
+    Otherwise, by address class (fulmar.resolve):
 
       local            local_recipient_maps (empty: every address is known)
                        → "User unknown in local recipient table"
@@ -66,6 +67,7 @@ class RecipientValidator:
         self.class_maps = {cls: tables.open_maps(cfg, spec[0], cache) if spec[0] else None
                            for cls, spec in _CLASS_CHECK.items()}
         self.codes = {cls: cfg.get(spec[1]) for cls, spec in _CLASS_CHECK.items()}
+        self.relocated = self.resolver.relocated_maps
 
     def _find(self, maps, address: str) -> tables.Result:
         return find_address(maps, address, delimiter=self.delimiter,
@@ -74,7 +76,7 @@ class RecipientValidator:
     def check(self, address: str, shown: str | None = None) -> Reply | None:
         """None when the address is known (or not checked); else the reject reply."""
         shown = address if shown is None else shown
-        if not address:
+        if not address or address.lower() == "postmaster":   # RFC 5321 4.5.1, as smtpd_check.c
             return None
         if "@" not in address:
             address = "%s@%s" % (address, self.myorigin)
@@ -87,6 +89,13 @@ class RecipientValidator:
                 return _lookup_failure(shown)
             if r.found:
                 return None
+        if self.relocated:
+            r = self._find(self.relocated, address)
+            if r.status == tables.RETRY:
+                return _lookup_failure(shown)
+            if r.found:
+                return Reply(550, "5.1.6", f"<{shown}>: Recipient address rejected: "
+                                           f"User has moved to {r.value}")
         cls, retry = self.resolver.address_class(resolve.domain_of(address))
         if retry:
             return _lookup_failure(shown)

@@ -98,6 +98,8 @@ SCRYPT_MAXMEM = 1 << 26          # hashlib's default (32 MiB) is just too small 
 SALT_BYTES = 16
 HASH_BYTES = 32
 PBKDF2_MIN_ROUNDS = 10000        # refuse hashes weaker than this outright
+# The brake forgets idle clients once it tracks this many (bounded memory).
+BRAKE_MAX_CLIENTS = 1 << 18
 
 OK, FAIL, TEMP = "ok", "fail", "temp"
 
@@ -380,7 +382,7 @@ class AuthBrake:
         if len(q) >= self.limit:
             return False
         q.append(now)
-        if len(self._seen) > 4 * 65536:     # bounded memory: forget idle clients
+        if len(self._seen) > BRAKE_MAX_CLIENTS:
             for k in [k for k, v in self._seen.items() if not v or v[-1] <= now - self.window]:
                 del self._seen[k]
         return True

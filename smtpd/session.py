@@ -85,6 +85,8 @@ from smtpd.policy import Client, NetworkList, Policy, PolicySettings, reject_log
 READ_PAUSE_BYTES = 1 << 20
 # One B record carries at most this much (docs/internals.md).
 RECORD_MAX = 65536
+# Opens retried after a cleanup connection broke (reload, restart).
+CLEANUP_OPEN_RETRIES = 3
 # Idle cleanup channels kept per process.
 CLEANUP_POOL_SIZE = 8
 
@@ -156,12 +158,15 @@ class CleanupTransaction:
 
     async def open(self, attrs: dict) -> str:
         # A pooled channel may lead to a cleanup process that has just
-        # exited (reload, crash): nothing was queued through it, so the
-        # open is retried once on a fresh connection.
-        retry = self.pool.has_idle
+        # exited (reload, crash), and a new connection may reach one that is
+        # stopping: nothing was queued through it, so an open that fails
+        # other than by a timeout is retried on a fresh connection.
+        from fulmar.ipc import channel
+        retries = CLEANUP_OPEN_RETRIES
+        fresh = not self.pool.has_idle
         while True:
             try:
-                self.ch = await self.pool.acquire(fresh=not retry)
+                self.ch = await self.pool.acquire(fresh=fresh)
                 self.id = self.ch.next_id()
                 reply = await self.ch.request({"request": "open", "id": self.id, "origin": "smtpd",
                                                **attrs},
@@ -169,8 +174,8 @@ class CleanupTransaction:
                 break
             except Exception as e:
                 self._drop()
-                if retry:
-                    retry = False
+                if retries and not isinstance(e, (asyncio.TimeoutError, channel.ChannelTimeout)):
+                    retries, fresh = retries - 1, True
                     continue
                 raise CleanupError(R.QUEUE_WRITE_ERROR, f"cleanup open: {e}") from None
         if reply.get("status") != "ok" or not reply.get("queue_id"):
@@ -370,6 +375,7 @@ class Session(asyncio.Protocol):
         self.mail_params: A.MailParams | None = None
         self.first_rcpt: str = ""
         self._tls_early: bytearray | None = None   # decrypted bytes during a handshake
+        self._handshake: asyncio.Task | None = None  # wrapper mode: started in connection_made
 
     # ------------------------------------------------------------------
     # asyncio.Protocol
@@ -400,9 +406,16 @@ class Session(asyncio.Protocol):
             transport.close()
             self._lost = True
             return
-        if svc.tls.wrapper:
-            # Not one byte before the handshake: it is the ClientHello.
-            transport.pause_reading()
+        if svc.tls.wrapper and svc.tls.context is not None:
+            # Not one byte may be read before the handshake: it is the
+            # ClientHello.  An eager task runs loop.start_tls() up to its
+            # first await right here, which takes the transport over.
+            # (Pausing reading instead hangs uvloop's handshake when the
+            # ClientHello is already waiting in the socket.)
+            loop = asyncio.get_running_loop()
+            self._tls_early = bytearray()
+            self._handshake = asyncio.Task(svc.tls.handshake(loop, transport, self),
+                                           loop=loop, eager_start=True)
         self._arm_timer()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -525,7 +538,7 @@ class Session(asyncio.Protocol):
                     svc.log("warning", "%s: TLS not available: %s", self._namaddr(), svc.tls.error)
                     self.transport.close()
                 else:
-                    await self._start_tls()
+                    await self._start_tls(self._handshake)
             if not self._lost and not self.transport.is_closing():
                 self.proto.start()
                 self._after()
@@ -619,12 +632,16 @@ class Session(asyncio.Protocol):
         elif isinstance(e, P.LineTooLong):
             self.svc.log("warning", "%s: command line too long after %s", self._namaddr(), e.where)
 
-    async def _start_tls(self) -> bool:
-        """Handshake on the current transport; False (and closed) on failure."""
+    async def _start_tls(self, started: asyncio.Task | None = None) -> bool:
+        """Handshake on the current transport (or finish one `started`
+        already); False (and closed) on failure."""
         svc = self.svc
         self._tls_early = bytearray()
         try:
-            new = await svc.tls.handshake(asyncio.get_running_loop(), self.transport, self)
+            if started is not None:
+                new = await started
+            else:
+                new = await svc.tls.handshake(asyncio.get_running_loop(), self.transport, self)
         except TlsHandshakeError as e:
             self._tls_early = None
             self._log_info("SSL_accept error from %s: %s", self._namaddr(), e)

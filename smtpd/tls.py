@@ -40,7 +40,6 @@ DESCRIPTION
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 
 from fulmar import tables, tlsconfig
@@ -150,8 +149,3 @@ class ServerTls:
         if sslobj is None or not self.received_header:
             return {}
         return tlsconfig.received_attrs(sslobj)
-
-    @staticmethod
-    def active(transport) -> bool:
-        return asyncio.Transport is not None and transport is not None and \
-            transport.get_extra_info("ssl_object") is not None

@@ -1,7 +1,7 @@
 """newaliases -- rebuild the alias database: the same as `sendmail -bi`.
 
-Not implemented until issue 5 (tables): prints
-`newaliases: fatal: not implemented yet` and exits 69 (EX_UNAVAILABLE).
+Builds every table of $alias_database with postalias(1)
+(fulmar.cli.postalias), as Postfix's sendmail -bi does; its exit status.
 """
 
 import sys

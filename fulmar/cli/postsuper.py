@@ -32,6 +32,7 @@ DESCRIPTION
     Postfix's house rule exception: postsuper renames queue files itself
     (house rule 1 says only qmgr moves them); afterwards it tells qmgr
     (`flush` on public/qmgr) so that released and requeued mail moves on.
+    Force-expired mail waits for its next attempt, as in Postfix.
 
     Summary lines on standard error, Postfix's texts:
     `postsuper: Deleted: N message(s)`, `Placed on hold: N message(s)`,
@@ -304,9 +305,12 @@ def run(argv: list[str], require_root: bool = True) -> int:
         line = summary(op, count)
         sys.stderr.write(line + "\n")
         info("%s", line.split(": ", 1)[1])
-        changed |= count > 0 and op in "Href"
+        changed |= count > 0 and op in "Hr"
     if changed:
-        # Released, requeued or expired mail should not wait for a queue run.
+        # Released and requeued mail should not wait for a queue run.
+        # Force-expired mail is returned at its next scheduled attempt, as
+        # Postfix's postsuper(1) says; an admin who wants it now runs
+        # `postqueue -f`.
         C.qmgr_request(cfg, {"request": "flush"})
     return 0
 

@@ -33,7 +33,7 @@ DESCRIPTION
     -V envid, -O smtputf8 (and -SMTPUTF8), -t, -v (verbose logging);
     -bm mail, -bs SMTP on stdin/stdout (smtpd.protocol drives the dialogue,
     each message is submitted as above), -bp/-bq list the queue (postqueue
-    -p), -bi/-I newaliases (not implemented yet: issue 5), -bd `postfix
+    -p), -bi/-I newaliases (postalias $alias_database), -bd `postfix
     start`; -q flush the queue, -qRsite, -qIqueue_id (postqueue -f/-s/-i);
     -qINTERVAL is ignored. After `--` every argument is a recipient, even
     one that starts with "-".
@@ -560,7 +560,13 @@ def run(argv: list[str], prog_mode: str | None = None) -> int:
         # Postfix runs postqueue(1) for these: its messages carry that name.
         return postqueue.run(args, prog="postqueue")
     if o.mode == "i":
-        C.fatal("newaliases" if prog_mode else PROG, C.EX_UNAVAILABLE, "not implemented yet")
+        # Postfix runs postalias(1) on $alias_database: its messages carry that name.
+        cfg = C.load_config("newaliases" if prog_mode else PROG, o.config_dir)
+        from fulmar.cli import postalias
+        dbs = list(cfg.get("alias_database"))
+        if not dbs:
+            return 0
+        return postalias.main(["postalias"] + (["-c", o.config_dir] if o.config_dir else []) + dbs)
     cfg = C.load_config(PROG, o.config_dir)
     if o.mode == "p":
         from fulmar.cli import postqueue

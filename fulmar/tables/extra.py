@@ -243,7 +243,7 @@ def _read_netstring(s: socket.socket) -> bytes:
         if not chunk:
             raise ValueError("connection closed")
         buf += chunk
-        if len(buf) > 12:
+        if b":" not in buf and len(buf) > 12:
             raise ValueError("bad netstring length")
     length_txt, _, rest = buf.partition(b":")
     if not length_txt.isdigit():

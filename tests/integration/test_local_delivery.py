@@ -276,7 +276,7 @@ def test_virtual_delivery(fulmar_instance, instance_base_dir):
         s.ehlo("client.example")
         s.mail("sender@example.org")
         code, text = s.rcpt("nobody-here@vdom.test")
-    assert (code, text[-38:]) == (550, b"User unknown in virtual mailbox table")
+    assert code == 550 and text.endswith(b"User unknown in virtual mailbox table")
 
 
 @pytest.fixture
@@ -312,3 +312,24 @@ def test_lmtp_to_dovecot_inet_and_unix(fulmar_instance, dovecot, users, spool):
         assert list((dovecot.maildir(f"lmtpuser@{HOST}") / "new").iterdir())
     finally:
         subprocess.run(["userdel", "lmtpuser"], capture_output=True)
+
+
+def test_error_and_retry_services_relocated_and_transport_maps(fulmar_instance, users, spool):
+    (owner,) = users(1)
+    inst = instance(fulmar_instance, spool,
+                    relocated_maps="inline:{moved@a.test=new@else.example}",
+                    transport_maps="inline:{{held.example=retry:4.7.0 held for review}}")
+    msg = message("via sendmail").decode()
+    r = inst.command("sendmail", "-f", f"{owner}@{HOST}", f"moved@{HOST}", "x@held.example",
+                     input=msg)
+    assert r.returncode == 0, r.stderr
+    inst.wait_log(rf"to=<moved@{HOST}>, relay=none, .*dsn=5\.1\.6, "
+                  r"status=bounced \(User has moved to new@else\.example\)")
+    inst.wait_log(r"to=<x@held\.example>, relay=none, .*dsn=4\.7\.0, status=deferred \(held for review\)")
+    _wait_dsn_in(spool / owner, b"User has moved to new@else.example")
+    with smtplib.SMTP(*inst.smtp_addr, timeout=30) as s:
+        s.ehlo("client.example")
+        s.mail("sender@example.org")
+        code, text = s.rcpt(f"moved@{HOST}")
+    assert (code, text) == (550, f"5.1.6 <moved@{HOST}>: Recipient address rejected: "
+                                 "User has moved to new@else.example".encode())

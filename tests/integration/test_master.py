@@ -179,7 +179,8 @@ def test_start_status_second_master_and_graceful_stop(make_instance):
     port = ALLOCATOR.port(host)
     inst = make_instance(f"{host}:{port} inet n - n - 2 dummy\n"
                          f"echo unix - - n - 1 dummy -o foo=bar\n"
-                         f"tlsmgr unix - - n 1000? 1 tlsmgr\n")
+                         f"tlsmgr unix - - n 1000? 1 tlsmgr\n"
+                         f"foo unix - - n - 1 nosuchcommand\n")
     r = inst.postfix("status")
     assert r.returncode == 1
     assert r.stderr == "postfix/postfix-script: the Postfix mail system is not running\n"
@@ -194,11 +195,13 @@ def test_start_status_second_master_and_graceful_stop(make_instance):
     assert r.returncode == 0
     assert r.stderr == f"postfix/postfix-script: the Postfix mail system is running: PID: {pid}\n"
 
-    # 2 inet workers + 1 unix worker; tlsmgr is not implemented and skipped
+    # 2 inet workers + 1 unix worker; tlsmgr (built into Fulmar's daemons) is
+    # skipped silently, an unknown command with a warning
     wait_for(lambda: len(inst.workers()) == 3, what="3 workers")
     inst.wait_log(r"postfix/master\[\d+\]: daemon started -- version \S+, configuration "
                   + re.escape(str(inst.etc)))
-    assert "warning: service tlsmgr: command tlsmgr is not implemented, skipped" in inst.log()
+    assert "warning: service foo: command nosuchcommand is not implemented, skipped" in inst.log()
+    assert "tlsmgr" not in inst.log()
     pids = {hello((host, port))["pid"] for _ in range(40)}
     assert pids <= inst.workers()
     with socket.socket(socket.AF_UNIX) as s:

@@ -276,7 +276,7 @@ def test_submission_auth_codes_with_smtplib(fulmar_instance, smtp_sink, alloc, t
     assert b"AUTH PLAIN LOGIN" in text and b"STARTTLS" not in text
     # unauthenticated relaying is refused
     c.docmd("MAIL", "FROM:<someone@other.test>")
-    assert c.docmd("RCPT", f"TO:<{REMOTE}>") == (554, b"5.7.1 <user@remote.test>: Relay access denied")
+    assert c.docmd("RCPT", f"TO:<{REMOTE}>") == (554, b"5.7.1 <user@remote.test>: Recipient address rejected: Access denied")
     c.docmd("RSET")
     wrong = base64.b64encode(b"\0alice\0wrong-password").decode()
     assert c.docmd("AUTH", "PLAIN " + wrong) == (
@@ -314,8 +314,8 @@ def test_swaks_submission_and_submissions(fulmar_instance, smtp_sink, alloc, tls
               "--auth-password", SECRET, "--tls-ca-path", str(tls_files["ca"]), "--tls-verify",
               "--helo", "client.test"]
     for flag, port, mech in (("--tls", ports["submission"], "PLAIN"), ("--tlsc", ports["submissions"], "LOGIN")):
-        r = subprocess.run([SWAKS, "--server", f"{host}:{port}", flag, "--auth", mech, *common],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run([SWAKS, "--server", f"{host}:{port}", flag, "--auth", mech, *common,
+                            "--timeout", "20"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "235 2.7.0 Authentication successful" in r.stdout
     sink.wait_for(2, timeout=30)
@@ -360,8 +360,7 @@ def test_fulmar_to_fulmar_tls_levels(fulmar_instance, smtp_sink, alloc, test_ca,
     a = fulmar_instance("a", main_cf={
         "relayhost": nexthop, "smtp_tls_CAfile": str(cafile), "smtp_tls_loglevel": "1",
         "smtp_tls_security_level": "may",
-        "smtp_tls_policy_maps": "inline:{" + nexthop + "=" + policy.replace(" ", "\\ ") + "}"
-        if False else f"texthash:{instance_base_dir / 'tls_policy'}"})
+        "smtp_tls_policy_maps": f"texthash:{instance_base_dir / 'tls_policy'}"})
     (instance_base_dir / "tls_policy").write_text(f"{nexthop} {policy}\n")
     (instance_base_dir / "tls_policy").chmod(0o644)
     ah, ap = a.smtp_addr
@@ -375,3 +374,197 @@ def test_fulmar_to_fulmar_tls_levels(fulmar_instance, smtp_sink, alloc, test_ca,
     else:
         a.wait_log(r"to=<" + REMOTE + r">, .*dsn=4\.7\.5, status=deferred \(" + outcome, timeout=30)
         assert not sink.messages
+
+
+# -- Dovecot SASL ------------------------------------------------------------------------
+
+DOVECOT_CONF = """\
+base_dir = {dir}/run
+state_dir = {dir}/state
+log_path = {dir}/dovecot.log
+protocols =
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = {internal}
+default_login_user = {internal}
+passdb {{
+  driver = passwd-file
+  args = {dir}/users
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home=/nonexistent
+}}
+service auth {{
+  unix_listener {dir}/auth-client {{
+    mode = 0666
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+"""
+
+
+@pytest.fixture
+def dovecot_auth(instance_base_dir):
+    if DOVECOT is None or DOVEADM is None:
+        pytest.skip("dovecot-core not installed (apt-get install dovecot-core); .ci/run installs it")
+    if os.geteuid() != 0:
+        pytest.skip("the Dovecot fixture starts dovecot as root")
+    d = instance_base_dir / "dovecot"
+    d.mkdir()
+    d.chmod(0o755)
+    hashed = subprocess.run([DOVEADM, "pw", "-s", "SHA512-CRYPT", "-p", SECRET],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    (d / "users").write_text(f"carol:{hashed}\n")
+    (d / "users").chmod(0o644)
+    internal = "dovenull" if _user_exists("dovenull") else "nobody"
+    conf = d / "dovecot.conf"
+    conf.write_text(DOVECOT_CONF.format(dir=d, internal=internal))
+    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    sock = d / "auth-client"
+    deadline = time.monotonic() + 20
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out = proc.stdout.read().decode(errors="replace") if proc.poll() is not None else ""
+            proc.kill()
+            log = (d / "dovecot.log").read_text() if (d / "dovecot.log").exists() else ""
+            pytest.fail(f"dovecot did not start: {out}\n{log}")
+        time.sleep(0.05)
+    yield sock
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def test_dovecot_sasl(fulmar_instance, smtp_sink, alloc, tls_files, dovecot_auth):
+    sink = smtp_sink()
+    inst = fulmar_instance("a", host=tls_files["host"], main_cf=_server_cf(
+        tls_files, relayhost=f"[{sink.host}]:{sink.port}", smtpd_sasl_auth_enable="yes",
+        smtpd_sasl_type="dovecot", smtpd_sasl_path=str(dovecot_auth), smtpd_tls_auth_only="yes",
+        mynetworks="127.255.255.255/32",
+        smtpd_relay_restrictions="permit_sasl_authenticated, reject_unauth_destination"))
+    c = smtplib.SMTP(*inst.smtp_addr, timeout=30)
+    c.starttls(context=_client_ctx(tls_files["ca"]))
+    c.ehlo("client.test")
+    wrong = base64.b64encode(b"\0carol\0nope").decode()
+    assert c.docmd("AUTH", "PLAIN " + wrong)[0] == 535
+    c.login("carol", SECRET)             # smtplib prefers PLAIN... whichever: both go to Dovecot
+    c.sendmail("carol@example.com", [REMOTE], b"Subject: dovecot\r\n\r\nhi\r\n")
+    c.quit()
+    sink.wait_for(1, timeout=30)
+    inst.wait_log(r"client=unknown\[[\d.]+\], sasl_method=\w+, sasl_username=carol")
+    inst.wait_log(r"warning: unknown\[[\d.]+\]: SASL PLAIN authentication failed: "
+                  r"[\w ]+, sasl_username=carol")
+    assert SECRET not in inst.log_text()
+
+
+# -- client side of CVE-2011-0411 -------------------------------------------------------------
+
+class _InjectingServer:
+    """Offers STARTTLS and answers it with "220" plus an injected reply in the
+    same packet; then speaks SMTP over TLS and records the commands."""
+
+    def __init__(self, host: str, port: int, ctx: ssl.SSLContext):
+        import threading
+        self.ctx, self.commands, self.error = ctx, [], None
+        self.sock = socket.create_server((host, port))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn, _ = self.sock.accept()
+            conn.settimeout(30)
+            f = conn.makefile("rb")
+            conn.sendall(b"220 evil.test ESMTP\r\n")
+            f.readline()
+            conn.sendall(b"250-evil.test\r\n250 STARTTLS\r\n")
+            assert f.readline() == b"STARTTLS\r\n"
+            conn.sendall(b"220 2.0.0 Ready to start TLS\r\n554 5.7.1 injected before the handshake\r\n")
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+            tf = tls.makefile("rb")
+            answers = {b"EHLO": b"250-evil.test\r\n250 PIPELINING\r\n", b"MAIL": b"250 2.1.0 Ok\r\n",
+                       b"RCPT": b"250 2.1.5 Ok\r\n", b"DATA": b"354 go\r\n", b"QUIT": b"221 Bye\r\n",
+                       b"RSET": b"250 Ok\r\n"}
+            while True:
+                line = tf.readline()
+                if not line:
+                    break
+                self.commands.append(line)
+                verb = line[:4].upper()
+                if verb == b"DATA":
+                    tls.sendall(answers[verb])
+                    while tf.readline() not in (b".\r\n", b""):
+                        pass
+                    tls.sendall(b"250 2.0.0 Ok: queued as EVIL1\r\n")
+                    continue
+                tls.sendall(answers.get(verb, b"502 what\r\n"))
+                if verb == b"QUIT":
+                    break
+        except Exception as e:       # reported by the test
+            self.error = e
+        finally:
+            self.sock.close()
+
+
+def test_client_discards_replies_injected_before_the_handshake(fulmar_instance, alloc, test_ca,
+                                                                instance_base_dir):
+    shost = alloc.host()
+    sport = alloc.port(shost)
+    leaf = test_ca.issue(instance_base_dir / "evil", "evil.test", ips=[shost])
+    srv = _InjectingServer(shost, sport, leaf.server_context())
+    a = fulmar_instance("a", main_cf={"relayhost": f"[{shost}]:{sport}", "smtp_tls_security_level": "encrypt"})
+    with smtplib.SMTP(*a.smtp_addr, timeout=30) as c:
+        c.sendmail("sender@a.test", [REMOTE], b"Subject: x\r\n\r\nhi\r\n")
+    a.wait_log(r"to=<" + REMOTE + r">, relay=[\d.]+\[[\d.]+\]:\d+, .*status=sent \(250 2\.0\.0 Ok: queued as EVIL1\)",
+               timeout=30)
+    srv.thread.join(10)
+    assert srv.error is None
+    assert srv.commands[0].startswith(b"EHLO ")
+
+
+def test_tls_session_resumption(fulmar_instance, smtp_sink, alloc, tls_files):
+    """A ticket from one smtpd process resumes with that process (tickets are
+    per process: Fulmar has no tlsmgr; see docs/tls.md)."""
+    import re
+    inst, _sink, _ = _start_server(fulmar_instance, smtp_sink, alloc, tls_files)
+    ctx = _client_ctx(tls_files["ca"])
+    first = None
+    reused = []
+    for _ in range(8):
+        s, f = _raw(*inst.smtp_addr)
+        _reply(f)
+        s.sendall(b"EHLO c.test\r\n")
+        _reply(f)
+        s.sendall(b"STARTTLS\r\n")
+        assert _reply(f).startswith("220 ")
+        tls = ctx.wrap_socket(s, server_hostname="a.test", session=first)
+        tf = tls.makefile("rb")
+        tls.sendall(b"EHLO c.test\r\n")
+        _reply(tf)                      # the ticket arrives with the first data
+        reused.append(tls.session_reused)
+        if first is None:
+            first = tls.session
+        tls.sendall(b"QUIT\r\n")
+        _reply(tf)
+        tls.close()
+    lines = inst.wait_log(r"postfix/smtpd\[(\d+)\]: disconnect from", count=8)
+    pids = [m.group(1) for m in lines]
+    assert reused[0] is False
+    assert reused[1:] == [pid == pids[0] for pid in pids[1:]], (reused, pids)
+    assert any(reused[1:]) or len(set(pids)) == len(pids)

@@ -187,6 +187,12 @@ def test_smtp_session(cfg):
     assert b"".join(d for t, d in recs if t == b"B") == b"Subject: bs\r\n\r\n.dot\r\n"
 
 
-def test_newaliases_not_implemented(capsys):
-    assert S.main(["-bi"]) == C.EX_UNAVAILABLE
-    assert capsys.readouterr().err == "sendmail: fatal: not implemented yet\n"
+def test_newaliases_builds_alias_database(tmp_path, capsys):
+    from fulmar.cli import newaliases
+    (tmp_path / "aliases").write_text("root: bob\n")
+    (tmp_path / "main.cf").write_text(f"alias_database = hash:{tmp_path}/aliases\n")
+    assert S.main(["-C", str(tmp_path), "-bi"]) == 0
+    assert (tmp_path / "aliases.db").exists()
+    (tmp_path / "aliases").write_text("root bob\n")
+    assert newaliases.main(["-C", str(tmp_path)]) == 0
+    assert "postalias: warning: " in capsys.readouterr().err

@@ -4,7 +4,7 @@ import base64
 import ssl
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from fulmar import tlsconfig
 from smtp_client import protocol as P
@@ -144,6 +144,7 @@ def test_parse_protocols_errors():
             tlsconfig.parse_protocols(bad)
 
 
+@settings(deadline=None)
 @given(st.text(max_size=60))
 def test_parse_protocols_never_crashes(text):
     try:

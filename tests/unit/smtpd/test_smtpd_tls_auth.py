@@ -3,7 +3,7 @@
 import base64
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from fulmar.smtp.reply import Reply
 from smtpd import login_maps, protocol as P, sasl
@@ -230,6 +230,7 @@ def test_starttls_resets_login():
 
 # --- the exchange as a parser ---------------------------------------------------
 
+@settings(deadline=None)
 @given(st.text(max_size=200))
 def test_exchange_never_raises(line):
     for mech in ("PLAIN", "LOGIN"):
@@ -241,6 +242,7 @@ def test_exchange_never_raises(line):
             ex.respond(line)
 
 
+@settings(deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_characters="\0\r\n", blacklist_categories=("Cs",)),
                min_size=1, max_size=40),
        st.text(alphabet=st.characters(blacklist_characters="\0\r\n", blacklist_categories=("Cs",)),
