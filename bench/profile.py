@@ -17,8 +17,14 @@ What it does
     daemon it writes, under bench/results/:
         profile-<daemon>-<stamp>.svg        flame graph (all its processes merged)
         profile-<daemon>-<stamp>.collapsed  the merged stacks (flamegraph.pl input)
-    and prints the top functions by self time (on-CPU samples only: py-spy
-    drops idle samples).  Compare with `cpu/msg <daemon>` in bench/run.py's
+    and prints the top functions by self time.  By default only samples of
+    the thread holding the GIL are kept (py-spy --gil): that is the
+    daemon's Python CPU time.  Without it py-spy's idle filter counts
+    uvloop's epoll wait and the thread pool's fsync()s as busy, so
+    `Runner.run` and `_worker` would dominate; --wall shows that view
+    (useful for where a daemon *waits*).  System calls made with the GIL
+    held (uvloop's send(), os.unlink) are counted in the Python function
+    that made them.  Compare with `cpu/msg <daemon>` in bench/run.py's
     table to know how much each daemon matters.
 
 py-spy is installed into the venv on demand (`pip install py-spy`); it is
@@ -64,30 +70,9 @@ def source(inst: I.Instance, sessions: int, count: int, length: int) -> None:
                     "127.0.0.1:%d" % inst.smtpd_port], check=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--daemon", action="append", default=[])
-    ap.add_argument("--quick", action="store_true", default=bool(os.environ.get("QUICK")))
-    ap.add_argument("--messages", type=int)
-    ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--length", type=int, default=1024)
-    ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
-    ap.add_argument("--top", type=int, default=20)
-    args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("profile: must run as root", file=sys.stderr)
-        return EX_UNAVAILABLE
-    spy = ensure_py_spy()
-    daemons = args.daemon or list(HOT)
-    count = args.messages or (3000 if args.quick else 20000)
-
-    base = tempfile.mkdtemp(prefix="fulmar-profile-", dir="/tmp")
-    os.chmod(base, 0o755)          # mail_owner must reach the queue
-    port0 = 20000 + (os.getpid() % 1000) * 10 + 5
-    inst = I.Instance("fulmar", os.path.join(base, "fulmar"), port0, port0 + 1)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    os.makedirs(RESULTS, exist_ok=True)
-    spies: list[tuple[str, subprocess.Popen, str]] = []
+def run(args, inst: I.Instance, daemons: list[str], count: int, spy: str, base: str,
+        spies: list) -> None:
+    """Start the instance, attach py-spy to each chosen daemon, run the load."""
     try:
         inst.setup()
         inst.start_sink()
@@ -98,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             if proc.name in daemons:
                 raw = os.path.join(base, "%s-%d.raw" % (proc.name, proc.pid))
                 p = subprocess.Popen([spy, "record", "--pid", str(proc.pid), "--format", "raw",
-                                      "--nolineno", "--rate", str(args.rate), "--output", raw],
+                                      "--nolineno", "--rate", str(args.rate), "--output", raw]
+                                     + ([] if args.wall else ["--gil"]),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 spies.append((proc.name, p, raw))
         time.sleep(1.0)          # py-spy attaches
@@ -117,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                 p.wait()
         inst.stop()
 
+
+def report(args, daemons: list[str], count: int, stamp: str, spies: list) -> None:
+    """Merge each daemon's raw stacks, write SVG and .collapsed, print the top."""
     for daemon in daemons:
         merged = flamegraph.Counter()
         n = 0
@@ -137,12 +126,44 @@ def main(argv: list[str] | None = None) -> int:
             for stack, c in sorted(merged.items()):
                 fh.write("%s %d\n" % (";".join(stack), c))
         total = sum(merged.values())
-        print("\n== %s: %d on-CPU samples (%.2f s CPU at %d Hz) -> %s.svg" % (
+        print("\n== %s: %d samples (%.2f s at %d Hz) -> %s.svg" % (
             daemon, total, total / args.rate, args.rate, os.path.relpath(stem, I.REPO)))
         print("%6s %6s  %s" % ("self%", "total%", "function (file)"))
         for frame, self_n, total_n in flamegraph.top_functions(merged, args.top):
             print("%6.1f %6.1f  %s" % (100.0 * self_n / total, 100.0 * total_n / total, frame))
-    shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--daemon", action="append", default=[])
+    ap.add_argument("--quick", action="store_true", default=bool(os.environ.get("QUICK")))
+    ap.add_argument("--messages", type=int)
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--length", type=int, default=1024)
+    ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--wall", action="store_true",
+                    help="sample every non-idle thread, not only the one holding the GIL")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("profile: must run as root", file=sys.stderr)
+        return EX_UNAVAILABLE
+    spy = ensure_py_spy()
+    daemons = args.daemon or list(HOT)
+    count = args.messages or (3000 if args.quick else 20000)
+
+    base = tempfile.mkdtemp(prefix="fulmar-profile-", dir="/tmp")
+    os.chmod(base, 0o755)          # mail_owner must reach the queue
+    port0 = 20000 + (os.getpid() % 1000) * 10 + 5
+    inst = I.Instance("fulmar", os.path.join(base, "fulmar"), port0, port0 + 1)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    os.makedirs(RESULTS, exist_ok=True)
+    spies: list[tuple[str, subprocess.Popen, str]] = []
+    try:
+        run(args, inst, daemons, count, spy, base, spies)
+        report(args, daemons, count, stamp, spies)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     return 0
 
 

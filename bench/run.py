@@ -18,8 +18,10 @@ What it does (bench/README.md has the details and the JSON shape)
        PID) and removes the base directory unless --keep.
 
 Must run as root (both instances need to switch to mail_owner = postfix).
-Exit status: 0 when the table was written, 69 when a prerequisite is
-missing, 1 when an instance failed to start.
+Exit status: 0 when every workload ran, 69 when a prerequisite is
+missing, 1 when an instance failed to start or a workload failed (the
+table and JSON still hold the workloads that ran; a command that is not
+available yet, e.g. postqueue, is an "n/a" cell, not a failure).
 """
 
 from __future__ import annotations

@@ -8,8 +8,12 @@ DESCRIPTION
     tree) from the shipped `conf/main.cf` and `conf/master.cf`, with:
 
         smtp          127.0.0.1:2525
-        submission    127.0.0.1:5870   (STARTTLS offered)
-        submissions   127.0.0.1:4650   (TLS from the first byte)
+        submission    127.0.0.1:5870   (STARTTLS and AUTH required)
+        submissions   127.0.0.1:4650   (TLS from the first byte, AUTH)
+                      (the shipped entries of conf/master.cf with their
+                      -o options, moved to these ports; an AUTH login for
+                      the current user is made once, its password kept in
+                      RUN_DIR/etc/sasl/dev-password and printed)
         queue_directory      = RUN_DIR/queue
         mail_spool_directory = RUN_DIR/mail
         data_directory       = RUN_DIR/data
@@ -196,6 +200,7 @@ def dev_config(run_dir: Path, conf_dir: Path) -> dict[str, str]:
     cert, key = self_signed_cert(run_dir / "etc" / "tls")
     owner = mail_owner()
     overrides = {
+        "smtpd_sasl_path": str(run_dir / "etc" / "sasl" / "smtpd.passwd"),
         "queue_directory": str(run_dir / "queue"),
         "data_directory": str(run_dir / "data"),
         "mail_spool_directory": str(run_dir / "mail"),
@@ -210,38 +215,80 @@ def dev_config(run_dir: Path, conf_dir: Path) -> dict[str, str]:
         "smtpd_tls_key_file": str(key),
         "smtpd_tls_security_level": "may",
     }
-    services = [
-        InetService(f"{LOOPBACK}:{SMTP_PORT}", "smtp"),
-        InetService(f"{LOOPBACK}:{SUBMISSION_PORT}", "submission",
-                    options={"syslog_name": "postfix/submission"}),
-        InetService(f"{LOOPBACK}:{SUBMISSIONS_PORT}", "submissions",
-                    options={"syslog_name": "postfix/submissions",
-                             "smtpd_tls_wrappermode": "yes"}),
-    ]
+    services = shipped_services(conf_dir)
     write_config(conf_dir, run_dir / "etc", services, overrides)
+    sasl_file = run_dir / "etc" / "sasl" / "smtpd.passwd"
+    dev_login(sasl_file, run_dir / DEV_SECRET)
     if owner != pwd.getpwuid(os.geteuid()).pw_name:
         # the daemons run as `owner`: let them write the mail and data dirs
+        # and read the AUTH password file
         ent = pwd.getpwnam(owner)
         for sub in ("mail", "data"):
             os.chown(run_dir / sub, ent.pw_uid, ent.pw_gid)
+        os.chown(sasl_file, ent.pw_uid, ent.pw_gid)
     return overrides
+
+
+# Shipped inet services and the loopback ports `make run` gives them; their
+# -o options (TLS and AUTH for submission) come from conf/master.cf as is.
+DEV_SECRET = "etc/sasl/dev-password"
+DEV_PORTS = {"smtp": SMTP_PORT, "submission": SUBMISSION_PORT, "submissions": SUBMISSIONS_PORT}
+
+
+def shipped_services(conf_dir: Path) -> list[InetService]:
+    """The shipped smtp/submission/submissions entries, moved to loopback ports."""
+    from fulmar.config.mastercf import parse_master_cf
+    out = []
+    for svc in parse_master_cf(str(conf_dir / "master.cf")):
+        if svc.type == "inet" and svc.name in DEV_PORTS:
+            out.append(InetService(f"{LOOPBACK}:{DEV_PORTS[svc.name]}", svc.name,
+                                   svc.command, dict(svc.overrides)))
+    return out
+
+
+def dev_login(passwd_file: Path, secret_file: Path) -> str:
+    """An AUTH login for the current user, made once; returns its password.
+
+    The password is random and kept (mode 0600) next to the password file,
+    which holds only its scrypt hash, so that `make run` can print it.
+    """
+    from smtpd.sasl import hash_password
+    passwd_file.parent.mkdir(parents=True, exist_ok=True)
+    if secret_file.exists() and passwd_file.exists():
+        return secret_file.read_text().strip()
+    import secrets
+    password = secrets.token_urlsafe(12)
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    tmp = passwd_file.with_suffix(".tmp")
+    tmp.write_text(f"{getpass.getuser()}:{hash_password(password)}\n")
+    os.chmod(tmp, 0o640)
+    tmp.replace(passwd_file)
+    return password
 
 
 def banner(run_dir: Path, overrides: dict[str, str]) -> str:
     user = getpass.getuser()
+    secret = run_dir / DEV_SECRET
+    password = secret.read_text().strip() if secret.exists() else "(none)"
     rel = os.path.relpath(run_dir)
     return f"""\
 Fulmar, in the foreground.  Configuration: {rel}/etc (rewritten from conf/ on every run)
   smtp        {LOOPBACK}:{SMTP_PORT}
-  submission  {LOOPBACK}:{SUBMISSION_PORT}  (STARTTLS, self-signed certificate in {rel}/etc/tls/)
-  submissions {LOOPBACK}:{SUBMISSIONS_PORT}  (TLS from the first byte)
+  submission  {LOOPBACK}:{SUBMISSION_PORT}  (STARTTLS and AUTH required; self-signed certificate in {rel}/etc/tls/)
+  submissions {LOOPBACK}:{SUBMISSIONS_PORT}  (TLS from the first byte, AUTH)
   queue {rel}/queue, mailboxes {rel}/mail, log lines below; mail_owner = {overrides['mail_owner']}
 
 Send a first message from another terminal:
   swaks --server {LOOPBACK}:{SMTP_PORT} --to {user}@localhost
 or
   python3 -c "import smtplib; smtplib.SMTP('{LOOPBACK}', {SMTP_PORT}).sendmail('me@localhost', ['{user}@localhost'], b'Subject: hello\\r\\n\\r\\nfirst message\\r\\n')"
-It lands in {rel}/mail/{user} (mbox).  Stop with Ctrl-C.
+It lands in {rel}/mail/{user} (mbox).
+
+Submission with AUTH (user {user}, password {password}, kept in {rel}/{DEV_SECRET}):
+  swaks --server {LOOPBACK}:{SUBMISSION_PORT} --tls --auth-user {user} --auth-password {password} --to someone@example.org
+Stop with Ctrl-C.
 """
 
 

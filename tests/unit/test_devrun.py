@@ -58,7 +58,9 @@ def test_dev_config_and_banner(tmp_path, monkeypatch):
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "main.cf").write_text("")
-    (conf / "master.cf").write_text(MASTER_CF)
+    # the shipped master.cf: its inet services move to the dev ports with
+    # their -o options (TLS and AUTH on submission)
+    (conf / "master.cf").write_text((devrun.SOURCE_ROOT / "conf" / "master.cf").read_text())
     run = tmp_path / "run"
     monkeypatch.setattr(devrun.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(devrun.pwd, "getpwuid", lambda uid: type("P", (), {"pw_name": "alice"})())
@@ -72,9 +74,16 @@ def test_dev_config_and_banner(tmp_path, monkeypatch):
     master = (run / "etc" / "master.cf").read_text()
     for port in (2525, 5870, 4650):
         assert f"127.0.0.1:{port}" in master
+    submission = master.split("127.0.0.1:5870", 1)[1].split("127.0.0.1:4650", 1)[0]
+    assert "-o smtpd_sasl_auth_enable=yes" in submission
+    assert "-o smtpd_tls_security_level=encrypt" in submission
+    password = (run / devrun.DEV_SECRET).read_text().strip()
+    stored = (run / "etc" / "sasl" / "smtpd.passwd").read_text()
+    assert stored.startswith("alice:") and password not in stored
     text = devrun.banner(run, overrides)
     assert "swaks --server 127.0.0.1:2525 --to alice@localhost" in text
     assert "/mail/alice" in text
+    assert f"--auth-user alice --auth-password {password}" in text
 
 
 def test_root_never_owns_the_mail(monkeypatch):
