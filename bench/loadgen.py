@@ -1,10 +1,11 @@
 """bench/loadgen.py: the bench's own asyncio load tools (what smtp-source/smtp-sink lack).
 
 Interface
-    latency_run(smtpd_port, sink_port, count, timeout) -> list[float]
+    latency_run(smtpd_port, sink_port, count, timeout) -> list[(total, accepted)]
         a timestamping sink on sink_port and a client that submits `count`
         messages one at a time to smtpd_port, each waiting for the previous
-        one to arrive at the sink; returns submission -> arrival seconds.
+        one to arrive at the sink; per message, seconds from submission to
+        arrival and from submission to the 250 that accepts it.
         Submission starts when the client connects; arrival is the end of
         DATA at the sink (before its 250).
     SessionHolder().open(port, count, timeout) -> held
@@ -91,7 +92,7 @@ async def _expect(reader: asyncio.StreamReader, code: bytes) -> bytes:
             return line
 
 
-async def _submit(port: int, key: str) -> float:
+async def _submit(port: int, key: str) -> tuple[float, float]:
     t0 = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -109,15 +110,16 @@ async def _submit(port: int, key: str) -> float:
         body += (b"y" * 78 + b"\r\n") * 12
         writer.write(body + b".\r\n")
         await _expect(reader, b"250")
+        t250 = time.monotonic()
         writer.write(b"QUIT\r\n")
         await reader.readline()
     finally:
         writer.close()
-    return t0
+    return t0, t250
 
 
 async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
-                   tag: str) -> list[float]:
+                   tag: str) -> list[tuple[float, float]]:
     loop = asyncio.get_running_loop()
     arrivals: dict[str, float] = {}
     waiters: dict[str, asyncio.Future] = {}
@@ -129,9 +131,9 @@ async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
             key = "%s-%d" % (tag, n)
             fut = loop.create_future()
             waiters[key] = fut
-            t0 = await _submit(smtpd_port, key)
+            t0, t250 = await _submit(smtpd_port, key)
             arrived = await asyncio.wait_for(fut, timeout)
-            out.append(arrived - t0)
+            out.append((arrived - t0, t250 - t0))
     finally:
         server.close()
         await server.wait_closed()
@@ -139,7 +141,7 @@ async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
 
 
 def latency_run(smtpd_port: int, sink_port: int, count: int, timeout: float = 30.0,
-                tag: str = "lat") -> list[float]:
+                tag: str = "lat") -> list[tuple[float, float]]:
     return asyncio.run(_latency(smtpd_port, sink_port, count, timeout, tag))
 
 

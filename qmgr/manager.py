@@ -92,7 +92,7 @@ class Message:
     """An active message: its envelope and the state of this attempt."""
 
     __slots__ = ("queue_id", "env", "from_queue", "qmgr_time", "jobs", "deferred",
-                 "bounced", "done_offsets", "notify_success", "force_expired")
+                 "bounced", "done_offsets", "notify_success", "force_expired", "marking")
 
     def __init__(self, queue_id: str, env, from_queue: str) -> None:
         self.queue_id = queue_id
@@ -105,6 +105,7 @@ class Message:
         self.done_offsets: list[int] = []        # done this attempt, not yet on disk
         self.notify_success = False
         self.force_expired = False
+        self.marking: set = set()                # mark_done writes in progress
 
     @property
     def path(self) -> str:
@@ -407,13 +408,16 @@ class QueueManager:
             else:
                 msg.deferred[rcpt.offset] = self._bounce_entry(rcpt, res)
         msg.jobs -= 1
+        # Decided now: another job may end while we wait below, and only
+        # the last one may finish the message (else it is finished twice).
+        last = msg.jobs == 0
         msg.done_offsets.extend(done_now)
-        if msg.jobs > 0 and done_now:
+        if not last and done_now:
             # Other jobs of this message are still running: make these
             # recipients' completion durable now, so that a crash never
             # delivers them twice.
             await self._mark_done(msg)
-        if msg.jobs == 0:
+        if last:
             await self.finish(msg)
 
     @staticmethod
@@ -429,16 +433,24 @@ class QueueManager:
         if not offsets:
             return
         path = qfile.path_of(self.queue_dir, ACTIVE, msg.queue_id)
+        fut = asyncio.get_running_loop().run_in_executor(None, qfile.mark_done, path, offsets)
+        msg.marking.add(fut)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, qfile.mark_done, path, offsets)
+            await fut
         except FileNotFoundError:
             # Removed under us (postsuper -d): nothing left to record.
             log.warning("%s: queue file vanished from active/", msg.queue_id)
+        finally:
+            msg.marking.discard(fut)
 
     async def finish(self, msg: Message) -> None:
         """End of an attempt: remove, bounce, or defer the message."""
         qid = msg.queue_id
         env = msg.env
+        if msg.marking:
+            # Another job's recipients are being marked done in the file:
+            # let that finish before the file is removed or moved.
+            await asyncio.wait(list(msg.marking))
         now = time.time()
         try:
             if msg.deferred:

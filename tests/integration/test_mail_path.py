@@ -11,7 +11,6 @@ import re
 import smtplib
 import time
 
-import pytest
 
 from support.mail import dsn_fields, make_message, parse, submit, wait_until
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import smtplib
 import subprocess
+import time
 
 import pytest
 
@@ -108,6 +109,10 @@ def test_second_fulmar_as_receiving_peer(dns_server, alloc, smtp_sink, fulmar_in
     assert text.startswith(b"From sender@client.test ") and b"X-Test-Token: peer1\n" in text
     b.wait_log(rf"{qid_b}: removed$")
     b.wait_log(rf"{qid_local}: removed$")
+    # two jobs (one per next hop) end the one message once
+    time.sleep(0.5)
+    assert a.log_text().count(f"{qid_a}: removed") == 1, a.log_text()
+    assert "warning" not in a.log_text().replace("warning: service discard", "")
 
 
 def test_pflogsumm_counts_a_known_mix(dns_server, alloc, smtp_sink, fulmar_instance, pflogsumm):
