@@ -66,6 +66,12 @@ class BounceClient:
                                   "queue_name": queue_name, "path": path})
         return bool(reply) and reply.get("status") == "ok"
 
+    async def warn(self, queue_id: str, queue_name: str, path: str, sender: str) -> bool:
+        """Turn defer/QID into a delay notice (delay_warning_time)."""
+        reply = await self._call({"request": "warn", "queue_id": queue_id, "sender": sender,
+                                  "queue_name": queue_name, "path": path})
+        return bool(reply) and reply.get("status") == "ok"
+
     async def success(self, queue_id: str, queue_name: str, path: str, sender: str) -> bool:
         """Turn trace/QID into a delivery report for NOTIFY=SUCCESS recipients."""
         reply = await self._call({"request": "success", "queue_id": queue_id, "sender": sender,

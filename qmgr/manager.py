@@ -47,7 +47,9 @@ DESCRIPTION
         mail) they are bounced (`status=expired, returned to sender`);
         otherwise the file moves to deferred/ with its mtime set to the next
         attempt: now + clamp(age, minimal_backoff_time, maximal_backoff_time)
-        as Postfix.
+        as Postfix. Once a deferred message is older than
+        `delay_warning_time` (when set), the sender gets one delay notice
+        (bounce daemon, `warn`).
 
     deferred/ -> active/
         Every `queue_run_delay` (and on flush) deferred/ is scanned and the
@@ -124,6 +126,7 @@ class QueueManager:
         self.max_backoff = cfg.get("maximal_backoff_time")
         self.max_lifetime = cfg.get("maximal_queue_lifetime")
         self.bounce_lifetime = cfg.get("bounce_queue_lifetime")
+        self.delay_warning = cfg.get("delay_warning_time")
         self.messages: dict[str, Message] = {}
         self.process_limits = self._process_limits()
         self.scheduler = Scheduler(self._limits, self._transport_limit, self.min_backoff)
@@ -475,6 +478,7 @@ class QueueManager:
                 await self._mark_done(msg)
                 for entry in msg.deferred.values():
                     await self.bounce.append("defer", qid, entry)
+                await self._delay_warning(msg, now)
                 self._defer(msg, now)
                 return
             if msg.from_queue != INCOMING:
@@ -502,6 +506,22 @@ class QueueManager:
 
     def _has_log(self, which: str, qid: str) -> bool:
         return os.path.exists(qfile.path_of(self.queue_dir, which, qid))
+
+    async def _delay_warning(self, msg: Message, now: float) -> None:
+        """Send the delay_warning_time notice once per message (Postfix's
+        W record; here a flag in the size record, set after the notice is
+        queued, so a crash in between sends it again rather than never)."""
+        env = msg.env
+        if (not self.delay_warning or env.flags & qfile.FLAG_DELAY_WARNED
+                or now - env.arrival_time < self.delay_warning):
+            return
+        if await self.bounce.warn(msg.queue_id, ACTIVE, msg.path, env.sender):
+            path = qfile.path_of(self.queue_dir, ACTIVE, msg.queue_id)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, qfile.set_flags, path, qfile.FLAG_DELAY_WARNED)
+            except (OSError, qfile.CorruptQueueFile) as exc:
+                log.warning("%s: cannot record the delay warning: %s", msg.queue_id, exc)
 
     def _defer(self, msg: Message, now: float, retry_soon: bool = False) -> None:
         age = now - msg.env.arrival_time

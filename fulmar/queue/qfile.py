@@ -110,6 +110,9 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 ATTR_CREATE_TIME = "create_time"
 
+# Bits of the size record's flags field.
+FLAG_DELAY_WARNED = 1    # the delay_warning_time notice was sent (Postfix: W record cleared)
+
 AuditHook = Callable[[str, str, str], None]
 _audit_hook: AuditHook | None = None
 
@@ -723,6 +726,36 @@ def mark_done(path: str, offsets: list[int]) -> None:
     finally:
         os.close(fd)
     _audit("mark_done", path, " ".join(map(str, offsets)))
+
+
+def set_flags(path: str, set_bits: int) -> int:
+    """OR bits into the size record's flags field in place; one fsync.
+
+    The size record has a fixed width, so it is rewritten whole (header,
+    CRC and data: 72 bytes, inside one sector) with one pwrite. Returns
+    the new flags. CorruptQueueFile if the record does not parse.
+    """
+    path = os.fspath(path)
+    fd = os.open(path, os.O_RDWR | _O_CLOEXEC)
+    try:
+        head = os.pread(fd, rec.SIZE_RECORD_LEN, 0)
+        try:
+            rtype, length, crc = rec.decode_header(head[:rec.HEADER_LEN])
+            data = head[rec.HEADER_LEN:rec.HEADER_LEN + length]
+            if rtype != rec.REC_SIZE:
+                raise CorruptRecord(0, "first record is not the size record")
+            rec.check_crc(rtype, length, crc, data)
+            size, offset, count, flags = rec.decode_size(data)
+        except CorruptRecord as e:
+            raise CorruptQueueFile(path, str(e)) from None
+        new = flags | set_bits
+        if new != flags:
+            os.pwrite(fd, rec.encode(rec.REC_SIZE, rec.encode_size(size, offset, count, new)), 0)
+            _fsync_data(fd)
+    finally:
+        os.close(fd)
+    _audit("set_flags", path, "%d" % set_bits)
+    return new
 
 
 def path_of(queue_dir: str, queue_name: str, queue_id: str) -> str:

@@ -247,3 +247,31 @@ def test_relay_denied_outside_mynetworks(dns_server, alloc, smtp_sink, fulmar_in
     # exactly one message entered the queue
     assert len(re.findall(r"postfix/cleanup\[\d+\]: \w+: message-id=", text)) == 1
     assert len(re.findall(r"\(queue active\)", text)) == 1
+
+
+def test_delay_warning_sent_once(dns_server, alloc, smtp_sink, fulmar_instance):
+    # Recipient at nomx.test keeps answering 4xx; the sender's domain
+    # (example.test, mx1) gets the delay notice, once.
+    inst, sinks, port = relay_setup(
+        dns_server, alloc, smtp_sink, fulmar_instance, ["nomx.test", "mx1.example.test"],
+        main_cf={"minimal_backoff_time": "1s", "maximal_backoff_time": "1s",
+                 "queue_run_delay": "1s", "delay_warning_time": "2s"},
+        sink_options={"nomx.test": {"rules": {"slow@nomx.test": "451 4.3.0 try later"}}})
+    home = sinks["mx1.example.test"]
+    data = make_message("warn1", "sender@example.test", ["slow@nomx.test"])
+    qid = submit(inst.smtp_addr, "sender@example.test", ["slow@nomx.test"], data)
+    inst.wait_log(rf"{qid}: sender delay notification: \w+", timeout=TIMEOUT)
+    (notice,) = home.wait_for(1, timeout=TIMEOUT)
+    assert notice.mail_from == "" and notice.rcpt_tos == ["sender@example.test"]
+    msg = parse(notice.data)
+    assert msg["Subject"] == "Delayed Mail (still being retried)"
+    _, rcpts = dsn_fields(msg)
+    assert [(f["action"], f["final-recipient"]) for f in rcpts] == [
+        ("delayed", "rfc822; slow@nomx.test")], rcpts
+    # more attempts happen after the notice, but no second notice
+    attempts = len(inst.wait_log(delivery_re(qid, "slow@nomx.test", r"\S+", r"4\.3\.0", "deferred")))
+    inst.wait_log(delivery_re(qid, "slow@nomx.test", r"\S+", r"4\.3\.0", "deferred"),
+                  timeout=TIMEOUT, count=attempts + 2)
+    assert len(re.findall(r"sender delay notification", inst.log_text())) == 1
+    assert len(home.messages) == 1
+    assert qid in inst.queue_files("deferred") or qid in inst.queue_files("active")

@@ -397,3 +397,19 @@ def test_set_next_attempt(queue_dir):
     _, path = write_message(queue_dir)
     qfile.set_next_attempt(path, 2_000_000_000)
     assert os.stat(path).st_mtime == 2_000_000_000
+
+
+def test_set_flags_rewrites_size_record_and_keeps_file_valid(tmp_path):
+    from fulmar.queue import layout
+    layout.create(str(tmp_path))
+    w = qfile.QueueWriter.create(str(tmp_path))
+    w.set_arrival(1.0)
+    w.set_sender("a@b")
+    w.add_recipient(qfile.Recipient("c@d"))
+    w.write_content(b"Subject: x\r\n\r\nbody\r\n")
+    path = w.commit()
+    assert qfile.read_envelope(path).flags == 0
+    assert qfile.set_flags(path, qfile.FLAG_DELAY_WARNED) == qfile.FLAG_DELAY_WARNED
+    env = qfile.verify(path)
+    assert env.flags == qfile.FLAG_DELAY_WARNED and env.recipients[0].address == "c@d"
+    assert qfile.set_flags(path, qfile.FLAG_DELAY_WARNED) == qfile.FLAG_DELAY_WARNED
