@@ -53,6 +53,24 @@ DESCRIPTION
     SMTP AUTH with $smtp_sasl_password_maps credentials (looked up by
     server name, then next hop), after STARTTLS when there is one.
 
+    Fallback relays ($smtp_fallback_relay, SMTP only, as Postfix's
+    smtp_connect.c): the next hop is tried first, then each fallback
+    destination in order (the same syntax as a next hop: "domain",
+    "host:port", "[host]", "[host]:port", "[address]:port"; an entry equal
+    to the next hop is skipped).  A recipient moves on to the next
+    destination when the next hop was not found in DNS (NXDOMAIN, no
+    address: instead of bouncing), when a DNS lookup failed temporarily,
+    or when it got a non-permanent result at every server of the
+    destination (instead of deferring).  Fallbacks are not used when mail
+    for the next hop loops back to us, when we are an MX host for it (the
+    MX list was cut at our preference), or for a null MX.  Per-destination
+    limits ($smtp_mx_address_limit, $smtp_mx_session_limit) count each
+    destination on its own.  When the last destination tried was a
+    fallback relay, or the next hop is $relayhost, a permanent failure
+    that is not a server's reply to a recipient (DNS, loop) is logged as
+    "warning: smtp_fallback_relay configuration problem" (or relayhost)
+    and deferred with 4.3.5 instead of bounced, as Postfix does.
+
     Connection reuse: after a transaction the connection is kept for
     $smtp_connection_cache_time_limit seconds per next hop (RSET is
     pipelined after the end of data to prove it alive), at most
@@ -156,6 +174,8 @@ class Settings:
     max_line: int = 2048
     delay_resolution: int = 2
     own_addresses: frozenset = frozenset()
+    fallback_relay: list[str] = field(default_factory=list)   # SMTP only
+    relayhost: str = ""
 
     @property
     def lmtp(self) -> bool:
@@ -199,6 +219,9 @@ class Settings:
             max_line=cfg.get("line_length_limit"),
             delay_resolution=cfg.get("delay_logging_resolution_limit"),
             own_addresses=own_addresses(cfg.get("inet_interfaces"), cfg.get("proxy_interfaces")),
+            # Postfix's lmtp(8) never uses fallback relays.
+            fallback_relay=[] if prefix == "lmtp" else list(cfg.get("smtp_fallback_relay") or []),
+            relayhost=str(cfg.get("relayhost") or ""),
         )
 
 
