@@ -132,6 +132,8 @@ def escape(value: str) -> str:
 
 def unescape(text: str) -> str:
     """Undo escape(); ValueError on a malformed escape."""
+    if "\\" not in text:
+        return text               # the common case: nothing escaped
     def one(m: re.Match[str]) -> str:
         code = m.group(1)
         if code == "\\":

@@ -106,6 +106,8 @@ from bounce import logfile
 PROTOCOL = "bounce"
 CLEANUP_PROTOCOL = "cleanup"
 CLEANUP_SERVICE = "cleanup"
+# How often an idle-exiting daemon checks that its last request ended.
+IDLE_STOP_POLL = 0.05
 ORIGIN = "bounce"
 
 STATUS_OK = "ok"
@@ -567,9 +569,18 @@ async def serve(ctx) -> None:
                                    timeout=settings.ipc_timeout)
                for sock in ctx.listeners]
     ctx.ready()
+    # qmgr keeps its bounce channel open: idle = no request in progress.
+    ctx.exit_when_idle(servers, lambda: service.active)
     await ctx.stopping.wait()
     for server in servers:
         server.close()
+    if ctx.idle_exited:
+        # Idle clients' channels would hold us until ipc_timeout: end
+        # them once no request is running (qmgr reconnects).
+        while service.active:
+            await asyncio.sleep(IDLE_STOP_POLL)
+        for server in servers:
+            server.abort()
     # Requests in progress end by themselves (a log append, one notice).
     for server in servers:
         await server.wait_closed()

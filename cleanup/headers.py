@@ -26,6 +26,11 @@ DESCRIPTION
 
     `hops` counts Received: and Delivered-To: headers (Postfix's
     hopcount_limit counts both).
+
+    `rewrite`, when set (cleanup.rewrite.HeaderRewriter), is called as
+    rewrite(lower-case name, text) with each complete logical header when
+    it is flushed and returns the header to store (address rewriting);
+    it costs the body nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class HeaderProcessor:
         self.header_bytes = 0
         self._complete_cb: Callable[[], bytes] | None = None
         self._appended = False
+        self.rewrite: Callable[[bytes, bytes], bytes] | None = None
 
     # -- feeding -------------------------------------------------------------
 
@@ -144,6 +150,8 @@ class HeaderProcessor:
         if self.truncated and not text.endswith(b"\n"):
             text += b"\r\n"
         name = text.split(b":", 1)[0].strip().lower()
+        if self.rewrite is not None:
+            text = self.rewrite(name, text)
         if name in TRACKED:
             self.seen[name] = self.seen.get(name, 0) + 1
             self.headers.append((name, text))

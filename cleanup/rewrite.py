@@ -37,8 +37,31 @@ DESCRIPTION
     "4.6.0 Alias expansion error", as Postfix does; a table that fails
     defers it with "4.3.0 Temporary lookup failure".
 
-    XXX header addresses (header_sender, header_recipient classes) are not
-    rewritten yet; only the envelope is.
+    canonical_classes, sender_canonical_classes and
+    recipient_canonical_classes say which of envelope_sender,
+    envelope_recipient, header_sender and header_recipient each table
+    applies to; masquerade_classes does the same for masquerading.
+
+    Headers (HeaderRewriter, one per message): the addresses of sender
+    headers (From:, Sender:, Reply-To:, Return-Path:, Errors-To:,
+    Resent-From:, Resent-Sender:, Resent-Reply-To:) and recipient headers
+    (To:, Cc:, Bcc:, Apparently-To:, Resent-To:, Resent-Cc:, Resent-Bcc:)
+    are found with fulmar.smtp.headeraddr and rewritten in place: made
+    complete for the rewrite context, then the canonical tables and
+    masquerading of the header_sender / header_recipient classes.  The
+    context is "local" (append_at_myorigin, append_dot_mydomain) for
+    local submissions and for SMTP clients matching
+    local_header_rewrite_clients, "remote" (a bare name gets
+    "@$remote_header_rewrite_domain") for other SMTP clients when
+    remote_header_rewrite_domain is set, and None otherwise: then headers
+    are not rewritten at all (header_context()).  Unchanged addresses
+    leave the header byte-identical.  A table that fails defers the
+    message ("4.3.0 Temporary lookup failure"), as for the envelope.
+
+    local_header_rewrite_clients items: permit_inet_interfaces,
+    permit_mynetworks, permit_sasl_authenticated, static:all, and
+    addresses / networks; XXX permit_tls_clientcerts, host names and
+    type:table lists never match (cleanup does not know them).
 """
 
 from __future__ import annotations
@@ -46,6 +69,7 @@ from __future__ import annotations
 import ipaddress
 
 from fulmar import tables
+from fulmar.smtp.headeraddr import RECIPIENT_HEADERS, SENDER_HEADERS, rewrite_header
 from fulmar.tables.addr import find_address, split_address
 
 #: cleanup_map11.c's MAX_RECURSION: canonical results rewritten again at most this often.
@@ -56,11 +80,24 @@ LOOKUP_FAILURE = "4.3.0 Temporary lookup failure"
 EXPANSION_ERROR = "4.6.0 Alias expansion error"
 
 
+#: Postfix's defaults of the *_classes parameters (Fulmar may register them as plain text).
+ALL_CLASSES = "envelope_sender, envelope_recipient, header_sender, header_recipient"
+CONTEXT_LOCAL = "local"
+CONTEXT_REMOTE = "remote"
+
+
 def _param(cfg, name: str, default):
     try:
         return cfg.get(name)
     except KeyError:
         return default
+
+
+def _classes(cfg, name: str, default: str) -> set[str]:
+    value = _param(cfg, name, default)
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    return {c.lower() for c in value}
 
 
 class Rewriter:
@@ -78,12 +115,28 @@ class Rewriter:
         self.sender_canonical = tables.open_maps(cfg, "sender_canonical_maps", cache)
         self.recipient_canonical = tables.open_maps(cfg, "recipient_canonical_maps", cache)
         self.canonical = tables.open_maps(cfg, "canonical_maps", cache)
+        common = _classes(cfg, "canonical_classes", ALL_CLASSES)
+        send = _classes(cfg, "sender_canonical_classes", "envelope_sender, header_sender")
+        recip = _classes(cfg, "recipient_canonical_classes", "envelope_recipient, header_recipient")
+        # The tables for each class, in Postfix's order (sender/recipient first).
+        self.canon_for = {
+            cls: tuple(m for m, classes in ((self.sender_canonical if "sender" in cls else
+                                             self.recipient_canonical, send if "sender" in cls else recip),
+                                            (self.canonical, common))
+                       if cls in classes)
+            for cls in ("envelope_sender", "envelope_recipient", "header_sender", "header_recipient")}
+        self.remote_domain = _param(cfg, "remote_header_rewrite_domain", "")
+        self.local_clients = [c for c in _param(cfg, "local_header_rewrite_clients",
+                                                ["permit_inet_interfaces"])]
+        self._cfg = cfg
         self.virtual = tables.open_maps(cfg, "virtual_alias_maps", cache)
         self.masq_domains = [d.lower() for d in _param(cfg, "masquerade_domains", [])]
         self.masq_exceptions = {u.lower() for u in _param(cfg, "masquerade_exceptions", [])}
         classes = {c.lower() for c in _param(cfg, "masquerade_classes", [])}
         self.masq_sender = "envelope_sender" in classes
         self.masq_recipient = "envelope_recipient" in classes
+        self.masq_header_sender = "header_sender" in classes
+        self.masq_header_recipient = "header_recipient" in classes
         self.expansion_limit = cfg.get("virtual_alias_expansion_limit")
         self.recursion_limit = cfg.get("virtual_alias_recursion_limit")
         self.local_domains = {d.lower() for d in cfg.get("mydestination") if ":" not in d}
@@ -150,7 +203,7 @@ class Rewriter:
         if not address:
             return address, None
         address = self.complete(address)
-        address, err = self._canonical(address, (self.sender_canonical, self.canonical))
+        address, err = self._canonical(address, self.canon_for["envelope_sender"])
         if err:
             return address, err
         if self.masq_sender:
@@ -159,7 +212,7 @@ class Rewriter:
 
     def recipient(self, address: str) -> tuple[list[str], tuple | None]:
         address = self.complete(address)
-        address, err = self._canonical(address, (self.recipient_canonical, self.canonical))
+        address, err = self._canonical(address, self.canon_for["envelope_recipient"])
         if err:
             return [address], err
         if self.masq_recipient:
@@ -205,3 +258,116 @@ class Rewriter:
                 seen.add(a.lower())
                 unique.append(a)
         return unique, None
+
+    # -- headers --------------------------------------------------------------
+
+    def header_context(self, origin: str, client_address: str = "", sasl_username: str = "") -> str | None:
+        """The rewrite context of a message's headers; None: leave them alone."""
+        if origin != "smtpd":
+            return CONTEXT_LOCAL         # sendmail/pickup, bounce, local(8) re-injection
+        if self._local_client(client_address, sasl_username):
+            return CONTEXT_LOCAL
+        return CONTEXT_REMOTE if self.remote_domain else None
+
+    def _local_client(self, client_address: str, sasl_username: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(client_address.split("%", 1)[0])
+        except ValueError:
+            ip = None
+        for item in self.local_clients:
+            low = item.lower()
+            if low == "permit_sasl_authenticated":
+                if sasl_username:
+                    return True
+            elif low == "permit_inet_interfaces":
+                if ip is not None and ip in self._inet_addresses():
+                    return True
+            elif low == "permit_mynetworks":
+                if ip is not None and _in_networks(ip, _param(self._cfg, "mynetworks", [])):
+                    return True
+            elif low == "static:all":
+                return True
+            elif ip is not None and _in_networks(ip, [item]):
+                return True
+        return False
+
+    def _inet_addresses(self) -> set:
+        cached = getattr(self, "_inet_cache", None)
+        if cached is None:
+            from fulmar.config.params import interface_networks
+            cached = set()
+            for item in _param(self._cfg, "inet_interfaces", []) + _param(self._cfg, "proxy_interfaces", []):
+                low = item.lower()
+                if low == "all":
+                    cached |= {i.ip for i in interface_networks()}
+                    cached |= {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
+                elif low == "loopback-only":
+                    cached |= {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
+                else:
+                    try:
+                        cached.add(ipaddress.ip_address(item.strip("[]")))
+                    except ValueError:
+                        pass
+            self._inet_cache = cached
+        return cached
+
+    def header_address(self, address: str, sender: bool, context: str) -> tuple[str, tuple | None]:
+        """One header address: completed for `context`, canonical, masqueraded."""
+        if context == CONTEXT_REMOTE:
+            if "@" not in address and self.remote_domain:
+                address = "%s@%s" % (address, self.remote_domain)
+        else:
+            address = self.complete(address)
+        cls = "header_sender" if sender else "header_recipient"
+        address, err = self._canonical(address, self.canon_for[cls])
+        if err:
+            return address, err
+        if self.masq_header_sender if sender else self.masq_header_recipient:
+            address = self.masquerade(address)
+        return address, None
+
+
+def _in_networks(ip, items) -> bool:
+    for item in items:
+        text = item.strip()
+        if text.startswith("["):
+            text = text.replace("[", "").replace("]", "")
+        try:
+            if ip in ipaddress.ip_network(text, strict=False):
+                return True
+        except ValueError:
+            continue            # host names and tables: XXX not matched here
+    return False
+
+
+class HeaderRewriter:
+    """Rewrites the address headers of one message (cleanup.headers calls it)."""
+
+    def __init__(self, rewriter: Rewriter, context: str) -> None:
+        self.rw = rewriter
+        self.context = context
+        self.error: tuple | None = None     # (status, reason) of a failed lookup
+        self.failed_address = ""
+
+    def __call__(self, name: bytes, text: bytes) -> bytes:
+        """A complete logical header -> the header to store."""
+        if name in SENDER_HEADERS:
+            sender = True
+        elif name in RECIPIENT_HEADERS:
+            sender = False
+        else:
+            return text
+
+        def mapper(address: str) -> str | None:
+            if not address or self.error:
+                return None
+            new, err = self.rw.header_address(address, sender, self.context)
+            if err:
+                self.error, self.failed_address = err, address
+                return None
+            return new
+        new = rewrite_header(text, mapper)
+        return text if new is None else new
+
+
+__all__ = ["Rewriter", "HeaderRewriter", "CONTEXT_LOCAL", "CONTEXT_REMOTE"]

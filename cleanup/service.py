@@ -15,11 +15,13 @@ DESCRIPTION
 
     Per message:
 
-    1. `open` creates a dot-file in `incoming/` (fulmar.queue.qfile) and
-       answers with the queue ID, which smtpd logs (`QID: client=...`).
+    1. `open` creates a dot-file in `incoming/` (fulmar.queue.qfile; on
+       the event loop: no fsync there) and answers with the queue ID, which smtpd logs (`QID: client=...`).
     2. Envelope records (`A` attributes, one `S`, `R` recipients), then `M`.
     3. Content blocks `B`: the header section goes through
-       cleanup.headers (Received: prepended, every header bounded by
+       cleanup.headers (addresses in From:/To:/... rewritten by
+       cleanup.rewrite.HeaderRewriter when the message's rewrite context
+       allows it; Received: prepended, every header bounded by
        `header_size_limit`, Message-ID:/Date:/From: appended when missing
        for local submissions or with `always_add_missing_headers`); the body
        is written through untouched. `message_size_limit` is enforced on the
@@ -39,6 +41,7 @@ DESCRIPTION
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import os
 import socket
@@ -50,7 +53,7 @@ from fulmar.ipc.frames import KIND_ATTR, KIND_RECORD
 from fulmar.maildate import mail_date
 from fulmar.queue import qfile, records
 from cleanup.headers import HeaderProcessor
-from cleanup.rewrite import Rewriter
+from cleanup.rewrite import HeaderRewriter, Rewriter
 
 PROTOCOL = "cleanup"
 
@@ -95,9 +98,8 @@ class Submission:
         self.size = 0
         self.status = STATUS_OK
         self.reason = ""
-        cfg = service.cfg
-        self.size_limit = cfg.get("message_size_limit")
-        self.headers = HeaderProcessor(cfg.get("header_size_limit"))
+        self.size_limit = service.size_limit
+        self.headers = HeaderProcessor(service.header_size_limit)
         self.message_id: str | None = None
         self.arrival = time.time()
 
@@ -202,6 +204,14 @@ class Submission:
             w.add_attr(name, value)
         w.set_sender(self.sender or "")
         self.state = "content"
+        # Header address rewriting (cleanup.rewrite): decided once per
+        # message; the processor calls it per complete header only.
+        context = self.service.rewriter.header_context(
+            self.origin, self.attrs.get("client_address", ""), self.attrs.get("sasl_username", ""))
+        self.header_rewriter = None
+        if context is not None:
+            self.header_rewriter = HeaderRewriter(self.service.rewriter, context)
+            self.headers.rewrite = self.header_rewriter
         self._store(self._received_header())
 
     def _content(self, data: bytes) -> None:
@@ -212,6 +222,11 @@ class Submission:
     def _end_content(self) -> None:
         if self.status == STATUS_OK:
             self._store(self.headers.finish(self._missing_headers))
+            hrw = self.header_rewriter
+            if hrw is not None and hrw.error:
+                log.warning("%s: header map lookup problem for %s -- message not accepted, "
+                            "try again later", self.queue_id, hrw.failed_address)
+                self._fail(STATUS_TEMPFAIL, hrw.error[1])
             if self.headers.hops > self.service.hopcount_limit:
                 self._fail(STATUS_REJECT, "5.4.6 Too many hops")
         if self.status == STATUS_OK:
@@ -247,7 +262,6 @@ class Submission:
         """Postfix's Received: header (smtpd_received... RFC 5321 4.4)."""
         if self.origin == "local":
             return b""       # local(8) forwarding a delivered message: no new hop
-        cfg = self.service.cfg
         a = self.attrs
         date = mail_date(self.arrival)
         host = self.service.myhostname
@@ -266,7 +280,7 @@ class Submission:
                     a["tls_protocol"], a.get("tls_cipher", "unknown"), bits,
                     a.get("tls_cipher_alg_bits", bits)))
                 lines.append("\t(%s)" % a.get("tls_client_cert", "No client certificate requested"))
-            if cfg.get("smtpd_sasl_authenticated_header") and a.get("sasl_username"):
+            if self.service.sasl_authenticated_header and a.get("sasl_username"):
                 lines.append("\t(Authenticated sender: %s)" % a["sasl_username"])
             proto = a.get("protocol", "SMTP")
             lines.append("\tby %s (%s) with %s id %s" % (host, self.service.mail_name, proto, self.queue_id))
@@ -310,9 +324,10 @@ class Submission:
         if self.status != STATUS_OK:
             self.writer.abort()
             return self.status, self.reason
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, self.writer.commit)
+            # executor.submit + wrap_future: one thread hop, without
+            # run_in_executor's per-call coroutine check.
+            await asyncio.wrap_future(self.service.executor.submit(self.writer.commit))
         except OSError as exc:
             self._io_error(exc)
             self.writer.abort()
@@ -333,11 +348,17 @@ class CleanupService:
         self.always_add = cfg.get("always_add_missing_headers")
         self.hopcount_limit = cfg.get("hopcount_limit")
         self.address_limit = cfg.get("line_length_limit")
+        # Read once, not per message.
+        self.size_limit = cfg.get("message_size_limit")
+        self.header_size_limit = cfg.get("header_size_limit")
+        self.sasl_authenticated_header = cfg.get("smtpd_sasl_authenticated_header")
         self.rewriter = Rewriter(cfg)
         self.idle_timeout = cfg.get("max_idle")
         self.ipc_timeout = cfg.get("ipc_timeout")
         self.qmgr: ipc.Channel | None = None
         self.active = 0
+        # Commits (fsync) run here, off the event loop.
+        self.executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="commit")
         # Connections waiting for their next message.  On a graceful stop
         # (reload) they are closed, so that clients reconnect to the new
         # generation instead of opening messages here until we are killed;
@@ -406,8 +427,9 @@ class CleanupService:
     async def open(self, ch, attrs: dict) -> Submission | None:
         req_id = attrs.get("id")
         try:
-            writer = await asyncio.get_running_loop().run_in_executor(
-                None, qfile.QueueWriter.create, self.queue_dir)
+            # Inline on the loop: an O_EXCL open and an fstat, no fsync;
+            # a thread hop would cost more than the system calls.
+            writer = qfile.QueueWriter.create(self.queue_dir)
         except OSError as exc:
             status = STATUS_DISKFULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else STATUS_TEMPFAIL
             log.warning("cleanup: create file in incoming: %s", exc.strerror or exc)
@@ -455,6 +477,9 @@ async def serve(ctx) -> None:
     servers = [await ipc.serve(sock, protocol=PROTOCOL, handler=service.handle)
                for sock in ctx.listeners]
     ctx.ready()
+    # Idle = no message being received; stop() below closes smtpd's
+    # pooled channels, which smtpd retries on a fresh connection.
+    ctx.exit_when_idle(servers, lambda: service.active)
     await ctx.stopping.wait()
     for server in servers:
         server.close()
@@ -464,3 +489,4 @@ async def serve(ctx) -> None:
     deadline = time.monotonic() + 10
     while service.active and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+    service.executor.shutdown(wait=False)

@@ -37,6 +37,23 @@ DESCRIPTION
     private_path(name), public_path(name), service_path(name) and ready(), which writes b"R" to
     the status descriptor once, telling master the daemon is serving.
 
+    Idle exit: master sets FULMAR_IDLE_EXIT=1 for a service it starts on
+    demand (master/services.py is_on_demand).  Then serve() calls
+    ctx.exit_when_idle(servers[, busy]) after creating its ipc Servers:
+    once busy() has been false for `max_idle` seconds (without busy: no
+    server has an open connection, Server.active; a daemon whose clients
+    keep idle connections pooled -- qmgr's to the delivery agents and
+    bounce, smtpd's to cleanup -- passes busy = "a request is in
+    progress" and closes the idle connections when it stops, which those
+    clients retry on a fresh connection), the daemon stops accepting
+    (closes its listeners at once, in the same loop turn as the check, so
+    a client that connects from then on waits in master's listen backlog
+    for the next process) and sets ctx.stopping; serve returns as on
+    SIGTERM and the process exits 0.  Idleness is sampled every
+    max_idle / IDLE_CHECKS_PER_PERIOD, so the exit comes between max_idle
+    and max_idle * (1 + 1/IDLE_CHECKS_PER_PERIOD) after the last
+    connection ended.  Without the variable, exit_when_idle does nothing.
+
     Signals: SIGTERM (and SIGINT, for a foreground run) sets ctx.stopping;
     serve should stop accepting, finish what is in flight and return.  A
     second SIGTERM, or daemon_timeout seconds after the first, ends the
@@ -68,7 +85,10 @@ from fulmar.version import require_python
 
 LISTEN_FDS_ENV = "FULMAR_LISTEN_FDS"
 STATUS_FD_ENV = "FULMAR_STATUS_FD"
+IDLE_EXIT_ENV = "FULMAR_IDLE_EXIT"
 READY = b"R"
+# Idleness is sampled this many times per max_idle (see the docstring).
+IDLE_CHECKS_PER_PERIOD = 4
 
 
 class Options:
@@ -114,7 +134,7 @@ class Context:
     """What a daemon's serve() gets; see the module docstring."""
 
     def __init__(self, cfg, *, service, process_name, service_type=None,
-                 listeners=(), status_fd=None):
+                 listeners=(), status_fd=None, idle_exit=False):
         self.cfg = cfg
         self.service = service
         self.process_name = process_name
@@ -126,6 +146,42 @@ class Context:
         self.reloading = asyncio.Event()
         self.prepared = None          # what main(prepare=...) returned
         self._status_fd = status_fd
+        self.idle_exit = idle_exit
+        self.idle_exited = False      # True once exit_when_idle stopped us
+
+    def exit_when_idle(self, servers, busy=None, *, clock=None) -> None:
+        """Stop after max_idle without connections (module docstring);
+        a no-op unless master started this daemon on demand."""
+        if not self.idle_exit:
+            return
+        import time
+        loop = asyncio.get_running_loop()
+        clock = clock or time.monotonic
+        max_idle = float(self.cfg.get("max_idle"))
+        period = max_idle / IDLE_CHECKS_PER_PERIOD
+        servers = list(servers)
+        if busy is None:
+            def busy():
+                return any(s.active for s in servers)
+        state = {"since": clock()}
+
+        def check():
+            if self.stopping.is_set():
+                return
+            now = clock()
+            if busy():
+                state["since"] = now
+            elif now - state["since"] >= max_idle:
+                # Close first, in this loop turn: nothing accepted after
+                # the decision; later clients wait in master's backlog.
+                for server in servers:
+                    server.close()
+                self.idle_exited = True
+                self.stopping.set()
+                return
+            loop.call_later(period, check)
+
+        loop.call_later(period, check)
 
     def private_path(self, name: str) -> str:
         return os.path.join(self.queue_dir, "private", name)
@@ -306,6 +362,7 @@ def main(process_name: str, serve, *, keep_root: bool = False,
 
     listeners = take_listeners()
     status_fd = take_status_fd()
+    idle_exit = os.environ.pop(IDLE_EXIT_ENV, "") == "1"
     try:
         import uvloop
         loop_factory = uvloop.new_event_loop
@@ -321,7 +378,8 @@ def main(process_name: str, serve, *, keep_root: bool = False,
             ctx = Context(cfg, service=options.service or process_name,
                           process_name=process_name,
                           service_type=options.service_type,
-                          listeners=listeners, status_fd=status_fd)
+                          listeners=listeners, status_fd=status_fd,
+                          idle_exit=idle_exit)
             ctx.prepared = prepared
             runner.run(_run(ctx, serve))
     except SystemExit:

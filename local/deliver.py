@@ -597,6 +597,7 @@ async def serve(ctx) -> None:
     servers = [await ipc.serve(sock, protocol=PROTOCOL, handler=agent.handle)
                for sock in ctx.listeners]
     ctx.ready()
+    ctx.exit_when_idle(servers, lambda: agent.active)
     await ctx.stopping.wait()
     for server in servers:
         server.close()

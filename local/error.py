@@ -80,6 +80,7 @@ async def serve(ctx) -> None:
 
     servers = [await ipc.serve(sock, protocol=PROTOCOL, handler=handle) for sock in ctx.listeners]
     ctx.ready()
+    ctx.exit_when_idle(servers)
     await ctx.stopping.wait()
     for server in servers:
         server.close()

@@ -27,6 +27,14 @@ processes) becomes an upper bound on processes:
 
 so `qmgr ... 1 qmgr` gets exactly one process and `smtp inet ... - smtpd`
 gets one per CPU.
+
+On demand (is_on_demand): a `unix` service whose wakeup column is 0 and
+whose daemon implements idle exit (ON_DEMAND_COMMANDS: cleanup, bounce,
+the delivery agents) is not started with master: master watches its
+socket and starts one process when a client connects; the process exits
+by itself after `max_idle` without connections.  qmgr and every service
+with a wakeup time are always on, as in Postfix; so is smtpd (inet) and
+any command not in the set (a daemon that never idles out).
 """
 
 from __future__ import annotations
@@ -61,6 +69,14 @@ BUILTIN_COMMANDS = frozenset({
     "tlsmgr", "trivial-rewrite", "verify", "flush", "proxymap", "showq",
     "anvil", "scache", "postlogd", "tlsproxy", "dnsblog", "postscreen",
 })
+
+# Commands whose Fulmar daemons exit after max_idle without connections
+# (fulmar/daemon.py Context.exit_when_idle), so master may start them on
+# demand.  qmgr/oqmgr and pickup are deliberately absent: always on.
+ON_DEMAND_COMMANDS = frozenset({
+    "cleanup", "bounce", "defer", "trace", "smtp", "lmtp", "local", "virtual", "error",
+})
+ON_DEMAND_TYPES = ("unix",)
 
 EXTRA_COMMANDS_ENV = "FULMAR_EXTRA_COMMANDS"
 SCRIPT_SUFFIX = ".py"
@@ -147,6 +163,16 @@ def is_solitary(maxproc: int | None) -> bool:
     the old one must exit before the new one starts.
     """
     return maxproc == 1
+
+
+def is_on_demand(service_type: str, command: str, wakeup: str,
+                 extra: Mapping[str, str] | None = None) -> bool:
+    """True for a service master starts on the first connection (module docstring)."""
+    if service_type not in ON_DEMAND_TYPES or command in (extra or {}):
+        return False
+    if command not in ON_DEMAND_COMMANDS:
+        return False
+    return wakeup.rstrip("?") in ("", "0", "-")
 
 
 def daemon_argv(program: Program, python: str, config_dir: str, service_name: str,

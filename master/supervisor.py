@@ -9,7 +9,20 @@ fatal, `path:line: what`), check mail_owner when root, create a missing
 queue layout, take the lock on `$queue_directory/pid/master.pid` (a second
 master fails with `fatal: open lock file ...: unable to set exclusive
 lock: ...`) and write the PID, bind every listener, log `daemon started --
-version V, configuration DIR`, start the workers.  With `-w` (used by
+version V, configuration DIR`, start the workers of every always-on service.
+
+On-demand services (master/services.py is_on_demand: cleanup, bounce, the
+delivery agents, as Postfix's master does for its unix services) start with
+no process: while such a service has no live worker, master watches its
+listening socket(s) for readability; the first client's connect completes
+into the listen backlog, master starts one worker (FULMAR_IDLE_EXIT=1 in
+its environment) and stops watching.  The worker accepts, serves, and after
+`max_idle` without connections closes its listener copy and exits 0
+(fulmar/daemon.py); master does not restart it but watches again.  The
+listening socket stays open in master throughout, so a client connecting
+while a worker is exiting waits in the backlog and wakes master once the
+worker is gone.  A crashed on-demand worker is logged and, like an idle
+one, replaced on the next connection.  With `-w` (used by
 `postfix start`) master then points its stdio at /dev/null, so that the
 caller's terminal or pipe is not held open by the daemons.
 
@@ -65,6 +78,7 @@ from master.throttle import ExitKind, Throttle, classify_exit, describe_exit
 
 LISTEN_FDS_ENV = "FULMAR_LISTEN_FDS"
 STATUS_FD_ENV = "FULMAR_STATUS_FD"
+IDLE_EXIT_ENV = "FULMAR_IDLE_EXIT"
 READY_BYTE = b"R"
 STATUS_READ_SIZE = 64
 MASTER_CF = "master.cf"
@@ -161,6 +175,7 @@ class ServicePlan:
     target: int
     solitary: bool
     backlog: int
+    on_demand: bool
     listeners: list[tuple]        # ("inet", Endpoint) | ("unix", path, sock_type)
 
 
@@ -171,6 +186,7 @@ class ServiceRuntime:
     generation: int
     throttle: Throttle
     timer: asyncio.TimerHandle | None = None
+    watching: bool = False        # on demand: master polls the sockets
 
 
 @dataclass(eq=False)
@@ -271,6 +287,8 @@ class Master:
                 target=services.worker_count(spec.maxproc, settings.default_process_limit,
                                              settings.worker_processes, os.cpu_count()),
                 solitary=services.is_solitary(spec.maxproc),
+                on_demand=services.is_on_demand(spec.type, spec.command,
+                                                str(getattr(spec, "wakeup", "0")), self.extra),
                 backlog=listen.listen_backlog(spec.maxproc, settings.default_process_limit),
                 listeners=listeners))
         return plans
@@ -401,7 +419,7 @@ class Master:
             return
         if not force:
             for rt in self.services.values():
-                if rt.throttle.active():
+                if rt.throttle.active() or rt.plan.on_demand:
                     continue
                 ready = [w for w in self._current(rt) if w.ready_at is not None]
                 if len(ready) < rt.plan.target:
@@ -429,9 +447,40 @@ class Master:
         if rt.plan.solitary and any(w.key == rt.plan.key and w.generation != rt.generation
                                     for w in self.workers.values()):
             return                # the previous generation's process is still finishing
+        if rt.plan.on_demand:
+            if self._current(rt):
+                self._unwatch(rt)
+            else:
+                self._watch(rt)
+            return
         for _ in range(rt.plan.target - len(self._current(rt))):
             if not self._spawn(rt):
                 break
+
+    def _watch(self, rt: ServiceRuntime) -> None:
+        """Start one worker when a client connects (on-demand services)."""
+        if rt.watching:
+            return
+        rt.watching = True
+        for sock in rt.sockets:
+            self.loop.add_reader(sock.fileno(), self._on_demand, rt)
+
+    def _unwatch(self, rt: ServiceRuntime) -> None:
+        if not rt.watching:
+            return
+        rt.watching = False
+        for sock in rt.sockets:
+            if sock.fileno() >= 0:
+                self.loop.remove_reader(sock.fileno())
+
+    def _on_demand(self, rt: ServiceRuntime) -> None:
+        # The connection stays in the backlog for the worker to accept.
+        self._unwatch(rt)
+        if self.stopping or self.services.get(rt.plan.key) is not rt:
+            return
+        if not self._current(rt):
+            self._spawn(rt)
+        self._reconcile(rt)
 
     def _unthrottle(self, rt: ServiceRuntime) -> None:
         rt.timer = None
@@ -444,6 +493,8 @@ class Master:
         env = dict(self.settings.env)
         env[LISTEN_FDS_ENV] = ",".join(str(fd) for fd in fds)
         env[STATUS_FD_ENV] = str(write_fd)
+        if rt.plan.on_demand:
+            env[IDLE_EXIT_ENV] = "1"
         try:
             proc = subprocess.Popen(rt.plan.argv, pass_fds=(*fds, write_fd), env=env,
                                     stdin=subprocess.DEVNULL, close_fds=True,
@@ -567,6 +618,8 @@ class Master:
             return
         log.setup(cfg, PROCESS_NAME)
         self.settings = settings
+        for rt in self.services.values():
+            self._unwatch(rt)
         kept = {id(s) for socks in sockets.values() for s in socks}
         paths = {key[1] for plan in plans for key in plan.listeners if key[0] == "unix"}
         for key, sock in pool.items():
@@ -586,7 +639,9 @@ class Master:
                                                      Throttle(self.clock))
         for worker in list(self.workers.values()):
             rt = self.services.get(worker.key)
-            if rt is None or rt.plan.solitary:
+            # On-demand services: the new generation starts with the next
+            # client, so nothing would ever be "ready" to hand over to.
+            if rt is None or rt.plan.solitary or rt.plan.on_demand:
                 self._retire(worker)
         for rt in self.services.values():
             self._reconcile(rt)
@@ -636,6 +691,7 @@ class Master:
         # Master's copies only: the daemons close theirs as they stop, and
         # the kernel refuses new connections once the last copy is gone.
         for rt in self.services.values():
+            self._unwatch(rt)
             if rt.timer is not None:
                 rt.timer.cancel()
                 rt.timer = None

@@ -19,7 +19,9 @@ readiness):
 * CRASHED: a non-zero exit or a signal after a healthy run: logged and
   restarted at once (an admin's `kill -9`, a bug on one input).
 * NORMAL: exit status 0 after a healthy run (a daemon that retires by
-  itself): restarted at once, not logged.
+  itself, e.g. an on-demand daemon after max_idle without clients): not
+  logged; an always-on service is restarted at once, an on-demand one on
+  its next connection (master/supervisor.py).
 """
 
 from __future__ import annotations

@@ -71,6 +71,10 @@ DESCRIPTION
     "warning: smtp_fallback_relay configuration problem" (or relayhost)
     and deferred with 4.3.5 instead of bounced, as Postfix does.
 
+    $smtp_generic_maps (smtp_client.generic, set as agent.generic by
+    serve()) rewrites the envelope and, while the content streams out,
+    the addresses in the header section's address headers.
+
     Connection reuse: after a transaction the connection is kept for
     $smtp_connection_cache_time_limit seconds per next hop (RSET is
     pipelined after the end of data to prove it alive), at most
@@ -340,6 +344,14 @@ class Target:
         return self.namaddr if self.unix_path else f"{self.namaddr}:{self.port}"
 
 
+class TargetList(list):
+    """Servers in order; i_am_mx: the MX list was cut at our own preference."""
+
+    def __init__(self, items=(), i_am_mx: bool = False):
+        super().__init__(items)
+        self.i_am_mx = i_am_mx
+
+
 class FinalError(Exception):
     def __init__(self, failure: P.Failure):
         super().__init__(failure.reason)
@@ -566,23 +578,67 @@ class Agent:
                             "reason": o.reason, "relay": o.relay})
         return results
 
+    def sites(self, nexthop: str) -> list[str]:
+        """The next hop, then the fallback relays not equal to it (SMTP only)."""
+        sites = [nexthop]
+        seen = {nexthop.strip().lower()}
+        for site in self.s.fallback_relay:
+            key = site.strip().lower()
+            if key and key not in seen:
+                seen.add(key)
+                sites.append(site.strip())
+        return sites
+
     async def _deliver_message(self, nexthop: str, msg: P.Message, path: str, env,
                                outcomes: list) -> None:
-        s = self.s
         pending = list(range(len(msg.recipients)))
+        last: P.Failure | None = None
+        sites = self.sites(nexthop)
+        fallback = False
+        for k, site in enumerate(sites):
+            fallback = k > 0
+            pending, last, stop = await self._deliver_site(
+                site, k + 1 == len(sites), msg, path, env, outcomes, pending)
+            if not pending or stop:
+                break
+        if pending and last is not None:
+            if not last.temporary and last.code == 0:
+                # A destination we were told to use (not one the mail names)
+                # is unknown or loops: a configuration problem, not a bounce.
+                if fallback:
+                    self.log.warning("smtp_fallback_relay configuration problem")
+                    last = P.Failure("4.3.5", last.reason, last.stage)
+                elif not self.s.lmtp and self.s.relayhost and nexthop == self.s.relayhost:
+                    self.log.warning("relayhost configuration problem")
+                    last = P.Failure("4.3.5", last.reason, last.stage)
+            now = time.time()
+            for i in pending:
+                outcomes[i] = Outcome(last.status, last.dsn, last.reason, RELAY_NONE, None, now)
+        # else: the soft results of the last session are already final
 
-        def settle_all(f: P.Failure, relay: str = RELAY_NONE, setup=None) -> None:
+    async def _deliver_site(self, site: str, final: bool, msg: P.Message, path: str, env,
+                            outcomes: list, pending: list[int]) -> tuple[list[int], P.Failure | None, bool]:
+        """Try one destination (the next hop or a fallback relay).
+
+        Returns (recipients still without a final result, the failure to
+        give them if nothing else answers, whether to stop here).  Soft
+        results are final only when `final` (the last destination, or one
+        we are MX host for).
+        """
+        s = self.s
+
+        def settled(f: P.Failure, relay: str = RELAY_NONE, setup=None):
             now = time.time()
             for i in pending:
                 outcomes[i] = Outcome(f.status, f.dsn, f.reason, relay, setup, now)
+            return [], None, True
 
         try:
-            dest = parse_nexthop(nexthop, s.default_port, s.lmtp)
+            dest = parse_nexthop(site, s.default_port, s.lmtp)
         except ValueError as e:
-            settle_all(P.Failure("4.3.5", f"mail transport unavailable: {e}", "setup"))
-            return
+            return pending, P.Failure("4.3.5", f"mail transport unavailable: {e}", "setup"), False
         sessions = 0
-        # A cached connection to this next hop needs no DNS at all.
+        # A cached connection to this destination needs no DNS at all.
         conn = self.cache.get(dest.key)
         if conn is not None:
             att = await self._attempt(conn, msg, pending, path, env, reused=True)
@@ -591,27 +647,29 @@ class Agent:
                 pending = self._apply(att, conn, msg, pending, outcomes, more=True)
                 self._after(dest, conn, att)
                 if not pending:
-                    return
+                    return pending, None, True
         try:
             targets = await self._targets(dest)
         except fdns.DnsError as e:
-            settle_all(P.Failure(e.dsn, e.text, "dns"))
-            return
+            # Not found or not now: the next destination may take it.
+            return pending, P.Failure(e.dsn, e.text, "dns"), False
         except FinalError as e:
-            settle_all(e.failure)
-            return
+            # Null MX, or the mail loops back to us: no fallback either.
+            return pending, e.failure, True
+        if getattr(targets, "i_am_mx", False):
+            final = True             # no fallback relays for domains we are MX host for
         last: P.Failure | None = None
         for n, target in enumerate(targets):
             if s.mx_session_limit and sessions >= s.mx_session_limit:
                 break
-            more = n + 1 < len(targets) and not (s.mx_session_limit and sessions + 1 >= s.mx_session_limit)
-            pol = self._policies().lookup(nexthop)
+            more = not final or (n + 1 < len(targets)
+                                 and not (s.mx_session_limit and sessions + 1 >= s.mx_session_limit))
+            pol = self._policies().lookup(site)
             if pol.level == TP.RETRY:
-                settle_all(P.Failure("4.3.0", f"TLS policy lookup error for {nexthop}", "setup"))
-                return
+                return settled(P.Failure("4.3.0", f"TLS policy lookup error for {site}", "setup"))
             tls = pol.level
             while True:
-                conn = await self._connect(target, tls, pol, dest, nexthop)
+                conn = await self._connect(target, tls, pol, dest, site)
                 if isinstance(conn, P.Failure):
                     last = conn
                     break
@@ -634,17 +692,13 @@ class Agent:
                 if next_ok and more:
                     last = f
                     continue
-                settle_all(f, target.relay, att.setup_done)
-                return
+                return settled(f, target.relay, att.setup_done)
             pending = self._apply(att, conn, msg, pending, outcomes, more=more)
             self._after(dest, conn, att)
             if not pending:
-                return
+                return pending, None, True
             last = None
-        if pending:
-            if last is not None:
-                settle_all(last)
-            # else: the soft results of the last session are already final
+        return pending, last, final
 
     def _apply(self, att: Attempt, conn: Connection, msg, pending, outcomes, more: bool) -> list[int]:
         """Record an attempt's results; return the recipients to try again."""
@@ -702,7 +756,7 @@ class Agent:
             self.resolver.resolve_addresses(h, s.inet_protocols, preference=s.address_preference,
                                             randomize=s.randomize_addresses)
             for _, h in mx.hosts), return_exceptions=True)
-        targets: list[Target] = []
+        targets = TargetList()
         errors: list[fdns.DnsError] = []
         for (pref, host), out in zip(mx.hosts, outs):
             if isinstance(out, fdns.DnsError):
@@ -722,12 +776,13 @@ class Agent:
         if mine:
             self_pref = min(mine)
             best_found = targets[0].pref
-            targets = [t for t in targets if t.pref < self_pref]
+            targets = TargetList(t for t in targets if t.pref < self_pref)
             if not targets:
                 if mx.hosts[0][0] != best_found:
                     raise FinalError(P.Failure("4.4.4", f"unable to find primary relay for {dest.host}", "dns"))
                 raise FinalError(P.Failure("5.4.6", f"mail for {dest.host} loops back to myself", "dns"))
-        return targets[: s.mx_address_limit] if s.mx_address_limit else targets
+            targets.i_am_mx = True
+        return TargetList(targets[: s.mx_address_limit], targets.i_am_mx) if s.mx_address_limit else targets
 
     # -- sessions ---------------------------------------------------------------
     def _policies(self):
@@ -840,12 +895,20 @@ class Agent:
         enc = P.ContentEncoder()
         w = conn.writer
         timeout = self.s.data_xfer_timeout
+        # smtp_generic_maps also rewrites header addresses (smtp_client.generic);
+        # once the header section is over, blocks go through untouched.
+        generic = getattr(self, "generic", None)
+        headers = generic.header_stream() if generic is not None else None
         try:
             try:
                 for block in self.qfile.iter_content(path, env):
+                    if headers is not None and not headers.done:
+                        block = headers.feed(block)
                     w.write(enc.encode(block))
                     if w.transport.get_write_buffer_size() > CONTENT_BUFFER:
                         await asyncio.wait_for(w.drain(), timeout)
+                if headers is not None:
+                    w.write(enc.encode(headers.finish()))
             except (OSError, ConnectionError, TimeoutError):
                 raise
             except Exception as e:   # corrupt queue file: never finish the DATA
@@ -1011,6 +1074,8 @@ async def serve(ctx) -> None:
     agent.generic = GenericMaps.from_config(ctx.cfg, prefix, warn=log.warning)
     servers = [await channel.serve(sock, "delivery", agent.handle_channel) for sock in ctx.listeners]
     ctx.ready()
+    # qmgr keeps idle channels pooled: idle = no delivery in progress.
+    ctx.exit_when_idle(servers, lambda: any(agent._channels.values()))
     await ctx.stopping.wait()
     for srv in servers:
         close = getattr(srv, "close", None)

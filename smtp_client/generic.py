@@ -15,9 +15,16 @@ DESCRIPTION
     replaced by the result.  Delivery log lines keep showing the
     original addresses, as Postfix's do.
 
-    XXX message headers are not rewritten (Postfix also maps header
-    addresses); a table failure leaves the address unchanged and logs a
-    warning instead of deferring.
+    Headers, as Postfix's smtp(8) does: header_stream() gives a
+    fulmar.smtp.headeraddr.HeaderStream that rewrites the addresses of
+    every address header (From:, Sender:, Reply-To:, To:, Cc:, ... the
+    sender and recipient headers of cleanup) in the header section of the
+    content on its way out; smtp_client.deliver streams the content
+    through it.  Unmapped addresses leave a header byte-identical.
+
+    XXX a table failure leaves the address unchanged and logs a warning
+    instead of deferring.  XXX the SIZE= announced is the queued size,
+    before header rewriting.
 """
 
 from __future__ import annotations
@@ -25,7 +32,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fulmar import tables
+from fulmar.smtp.headeraddr import RECIPIENT_HEADERS, SENDER_HEADERS, HeaderStream, rewrite_header
 from fulmar.tables.addr import find_address
+
+ADDRESS_HEADERS = SENDER_HEADERS | RECIPIENT_HEADERS
 
 
 class GenericMaps:
@@ -63,3 +73,12 @@ class GenericMaps:
     def apply(self, msg):
         return replace(msg, sender=self.map(msg.sender),
                        recipients=[replace(r, address=self.map(r.address)) for r in msg.recipients])
+
+    def rewrite_header(self, name: bytes, text: bytes) -> bytes:
+        if name not in ADDRESS_HEADERS:
+            return text
+        new = rewrite_header(text, self.map)
+        return text if new is None else new
+
+    def header_stream(self) -> HeaderStream:
+        return HeaderStream(self.rewrite_header)

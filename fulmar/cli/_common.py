@@ -21,7 +21,6 @@ DESCRIPTION
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import sys
@@ -138,6 +137,9 @@ def user_listed(cfg, param: str, uid: int) -> bool:
 
 def qmgr_request(cfg, attrs: dict) -> bool:
     """Send one request to public/qmgr and wait for its reply; False if down."""
+    # asyncio is imported here, not at module level: it costs 20-100 ms of
+    # start-up, and sendmail (one process per message) never needs it.
+    import asyncio
     from fulmar.ipc import channel
 
     async def run() -> bool:
@@ -161,15 +163,28 @@ def qmgr_request(cfg, attrs: dict) -> bool:
 
 
 def trigger(path: str, protocol: str, timeout: float) -> bool:
-    """Wake a daemon: connect, read its hello, close. False when nobody listens."""
-    from fulmar.ipc import channel
+    """Wake a daemon: connect, read its hello, close. False when nobody listens.
 
-    async def run() -> bool:
-        try:
-            ch = await channel.connect(path, protocol=protocol, timeout=timeout)
-        except channel.ChannelError:
-            return False
-        await ch.close()
-        return True
+    Blocking socket calls, no asyncio or fulmar.ipc.channel: this is on
+    sendmail's path, one process per message, where their import time
+    dominated. Returns True when the hello names `protocol`; the wakeup
+    carries no data, so the protocol version is not checked.
+    """
+    import socket
+    from fulmar.ipc import frames
 
-    return asyncio.run(run())
+    decoder = frames.FrameDecoder()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            while True:
+                data = sock.recv(frames.HEADER_SIZE + frames.MAX_ATTR_PAYLOAD)
+                if not data:
+                    return False
+                got = decoder.feed(data)
+                if got:
+                    hello = got[0]
+                    return hello.kind == frames.KIND_ATTR and hello.attrs.get("protocol") == protocol
+    except (OSError, frames.FrameError):
+        return False

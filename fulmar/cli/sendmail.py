@@ -47,15 +47,14 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-import shutil
-import subprocess
 import sys
-import sysconfig
-from email.utils import getaddresses
 
+# Only what every submission needs is imported here: sendmail runs once per
+# message, so start-up time is its throughput. Modules that only some
+# options need (email.utils for -t, subprocess for the postdrop helper and
+# -bd, dataclasses for -bs) are imported where they are used.
 from fulmar.cli import _common as C
 from fulmar.version import require_python
 
@@ -325,6 +324,7 @@ def extract_recipients(headers: list[list[bytes]]) -> tuple[list[str], list[list
             values.append(text.split(":", 1)[1])
         if name not in _BCC:
             keep.append(h)
+    from email.utils import getaddresses
     rcpts = [addr for _, addr in getaddresses(values) if addr]
     return rcpts, keep
 
@@ -340,6 +340,7 @@ def helper_path() -> str | None:
     override = os.environ.get(HELPER_ENV)
     if override:
         return override
+    import sysconfig
     for d in (sysconfig.get_path("scripts"), os.path.dirname(os.path.abspath(sys.argv[0]))):
         p = os.path.join(d, HELPER)
         if os.path.isfile(p) and os.access(p, os.X_OK):
@@ -368,6 +369,7 @@ class Submitter:
             if helper is None:
                 C.fatal(PROG, C.EX_TEMPFAIL, "%s: cannot write maildrop and no %s helper is installed"
                         % (mdir, HELPER))
+            import subprocess
             try:
                 self.proc = subprocess.Popen([helper, self.queue_dir], stdin=subprocess.PIPE,
                                              stdout=subprocess.PIPE)
@@ -475,6 +477,7 @@ def smtp_session(o: Options, cfg, rfd: int = 0, wfd: int = 1) -> int:
     uid = os.getuid()
     # A local user's pipe is not an unauthenticated internet client: allow
     # pipelining as a script writes it (Postfix's stand-alone smtpd does too).
+    import dataclasses
     settings = dataclasses.replace(P.Settings.from_config(cfg), forbid_unauth_pipelining=False)
     p = P.ServerProtocol(settings)
     p.start()
@@ -572,6 +575,9 @@ def run(argv: list[str], prog_mode: str | None = None) -> int:
         from fulmar.cli import postqueue
         return postqueue.list_queue(cfg, False, prog="mailq" if prog_mode else PROG)
     if o.mode == "d":
+        import shutil
+        import subprocess
+        import sysconfig
         postfix = shutil.which("postfix", path=sysconfig.get_path("scripts")) or "postfix"
         cmd = [postfix] + (["-c", o.config_dir] if o.config_dir else []) + ["start"]
         return subprocess.call(cmd)

@@ -394,6 +394,9 @@ _DECLARED: list[Param] = [
     P("recipient_canonical_maps", "list", "", "cleanup", "address mapping for recipient addresses"),
     P("masquerade_domains", "list", "", "cleanup", "domains whose subdomains are stripped from addresses"),
     P("masquerade_exceptions", "list", "", "cleanup", "user names never masqueraded"),
+    P("canonical_classes", "list", "envelope_sender, envelope_recipient, header_sender, header_recipient", "cleanup", "address classes canonical_maps applies to"),
+    P("sender_canonical_classes", "list", "envelope_sender, header_sender", "cleanup", "address classes sender_canonical_maps applies to"),
+    P("recipient_canonical_classes", "list", "envelope_recipient, header_recipient", "cleanup", "address classes recipient_canonical_maps applies to"),
     P("masquerade_classes", "list", "envelope_sender, header_sender, header_recipient", "cleanup", "address classes subject to masquerading"),
     P("virtual_alias_maps", "list", "$virtual_maps", "cleanup", "tables of virtual alias addresses"),
     P("virtual_maps", "list", "", "cleanup", "old name of virtual_alias_maps"),
@@ -620,7 +623,6 @@ best_mx_transport =
 body_checks_size_limit = 51200
 bounce_service_name = bounce
 broken_sasl_auth_clients = no
-canonical_classes = envelope_sender, envelope_recipient, header_sender, header_recipient
 cleanup_replace_stray_cr_lf = yes
 cleanup_service_name = cleanup
 command_execution_directory =
@@ -866,7 +868,6 @@ queue_service_name = qmgr
 rbl_reply_maps =
 readme_directory = /usr/share/doc/postfix
 recipient_bcc_maps =
-recipient_canonical_classes = envelope_recipient, header_recipient
 reject_tempfail_action = defer_if_permit
 relay_clientcerts =
 require_home_directory = no
@@ -878,7 +879,6 @@ rewrite_service_name = rewrite
 sample_directory = /etc/postfix
 send_cyrus_sasl_authzid = no
 sender_bcc_maps =
-sender_canonical_classes = envelope_sender, header_sender
 sendmail_fix_line_endings = always
 shlib_directory = /usr/lib/postfix
 show_user_unknown_table_name = yes

@@ -4,6 +4,7 @@ The last tests start daemon.main() in a child process, as master does:
 an inherited listening socket, a status pipe, SIGTERM.
 """
 
+import asyncio
 import os
 import pwd
 import re
@@ -329,3 +330,67 @@ def test_grace_period_is_daemon_timeout(tmp_path, config_dir):
     assert proc.returncode == 1
     assert "warning: stopping: work still in progress after 1 seconds" in \
         (tmp_path / "maillog").read_text()
+
+
+class FakeServer:
+    def __init__(self, active=0):
+        self.active = active
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+async def _ticks(n):
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_exit_when_idle_closes_listeners_then_stops(monkeypatch):
+    # max_idle is tiny so that the real loop timers fire at once; the
+    # injected clock decides what "idle long enough" means.
+    ctx = daemon.Context(FakeConfig(max_idle=0.0), service="cleanup",
+                         process_name="cleanup", idle_exit=True)
+    clock, server, busy = FakeClock(), FakeServer(active=1), [True]
+    ctx.exit_when_idle([server], lambda: busy[0], clock=clock)
+    clock.now += 1
+    server.active = 0                         # busy() decides, not connections
+    await _ticks(5)
+    assert not ctx.stopping.is_set()
+    server.active = 1
+    busy[0] = False
+    await asyncio.wait_for(ctx.stopping.wait(), 5)
+    assert server.closed and ctx.idle_exited
+
+
+async def test_exit_when_idle_waits_max_idle():
+    ctx = daemon.Context(FakeConfig(max_idle=0.004), service="bounce",
+                         process_name="bounce", idle_exit=True)
+    clock, server = FakeClock(), FakeServer(active=1)
+    ctx.exit_when_idle([server], clock=clock)
+    clock.now += 1
+    await asyncio.sleep(0.02)                 # an open connection: not idle
+    assert not ctx.stopping.is_set() and not server.closed
+    server.active = 0
+    await asyncio.sleep(0.02)                 # several checks, clock frozen
+    assert not ctx.stopping.is_set() and not server.closed
+    clock.now += 0.004
+    await asyncio.wait_for(ctx.stopping.wait(), 5)
+    assert server.closed
+
+
+async def test_exit_when_idle_is_a_noop_unless_on_demand():
+    ctx = daemon.Context(FakeConfig(max_idle=0.0), service="smtp",
+                         process_name="smtp")
+    server = FakeServer()
+    ctx.exit_when_idle([server], clock=FakeClock())
+    await asyncio.sleep(0.01)
+    assert not ctx.stopping.is_set() and not server.closed

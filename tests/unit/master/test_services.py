@@ -127,3 +127,23 @@ def test_daemon_environment():
     env = services.daemon_environment(["MAIL_CONFIG", "TZ", "LANG=C", "ABSENT"],
                                       {"MAIL_CONFIG": "/c", "TZ": "UTC", "PATH": "/bin", "LANG": "de"})
     assert env == {"MAIL_CONFIG": "/c", "TZ": "UTC", "LANG": "C"}
+
+
+@pytest.mark.parametrize("stype, command, wakeup, expected", [
+    ("unix", "cleanup", "0", True),
+    ("unix", "bounce", "0", True),
+    ("unix", "smtp", "0", True),
+    ("unix", "local", "0?", True),
+    ("unix", "qmgr", "0", False),          # always on, as in Postfix
+    ("unix", "pickup", "60", False),
+    ("unix", "smtp", "60", False),         # a wakeup time: always on
+    ("inet", "smtpd", "0", False),
+    ("unix", "smtpd", "0", False),         # does not implement idle exit
+    ("unix-dgram", "cleanup", "0", False),
+])
+def test_is_on_demand(stype, command, wakeup, expected):
+    assert services.is_on_demand(stype, command, wakeup) is expected
+
+
+def test_extra_commands_are_never_on_demand():
+    assert not services.is_on_demand("unix", "cleanup", "0", {"cleanup": "dummy"})
