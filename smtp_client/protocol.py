@@ -89,6 +89,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from fulmar.smtp.address import xtext_encode
+
 # Postfix DSN NOTIFY bit mask (dsn_mask.h).
 NOTIFY_NEVER = 1 << 0
 NOTIFY_SUCCESS = 1 << 1
@@ -314,17 +316,6 @@ def parse_ehlo(reply: Reply) -> Capabilities:
 
 # Envelope encoding -----------------------------------------------------------
 
-def xtext(value: str) -> str:
-    """RFC 3461 §4 xtext: "+" "=" and bytes outside 33..126 as +XX."""
-    out = []
-    for b in value.encode("utf-8"):
-        if 33 <= b <= 126 and b not in (0x2B, 0x3D):
-            out.append(chr(b))
-        else:
-            out.append(f"+{b:02X}")
-    return "".join(out)
-
-
 def notify_param(mask: int) -> str:
     if mask & NOTIFY_NEVER:
         return "NEVER"
@@ -345,9 +336,9 @@ def orcpt_param(orcpt: str, orig_address: str) -> str:
         if not sep:
             kind, addr = "rfc822", orcpt
         # The address may be stored xtext-decoded; encode it for the wire.
-        return f"{kind};{xtext(addr)}"
+        return f"{kind};{xtext_encode(addr)}"
     if orig_address:
-        return f"rfc822;{xtext(orig_address)}"
+        return f"rfc822;{xtext_encode(orig_address)}"
     return ""
 
 
@@ -734,7 +725,7 @@ class Client:
             if ret:
                 mail += f" RET={ret}"
             if msg.dsn_envid:
-                mail += f" ENVID={xtext(msg.dsn_envid)}"
+                mail += f" ENVID={xtext_encode(msg.dsn_envid)}"
         self._send(mail, STAGE_MAIL)
         if caps.pipelining:
             for i in range(n):

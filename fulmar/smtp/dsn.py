@@ -64,6 +64,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fulmar.maildate import mail_date
+# xtext has one implementation, beside the other ESMTP parameter parsers.
+from fulmar.smtp.address import xtext_decode, xtext_encode  # noqa: F401 (re-exported)
 from fulmar.version import MAIL_NAME
 
 # --------------------------------------------------------------------------
@@ -180,49 +182,6 @@ def ret_from_attr(value: object) -> int:
 
 ENVID_MAX = 100      # RFC 3461 §4.4: ENVID MUST NOT exceed 100 characters
 ORCPT_MAX = 500      # RFC 3461 §4.2: ORCPT MUST NOT exceed 500 characters
-_HEX = "0123456789ABCDEF"
-
-
-def _xchar_ok(c: str) -> bool:
-    # xchar: "!" through "~" except "+" and "=".
-    return "!" <= c <= "~" and c not in "+="
-
-
-def xtext_encode(text: str) -> str:
-    out = []
-    for c in text:
-        if _xchar_ok(c):
-            out.append(c)
-        else:
-            for byte in c.encode("utf-8"):
-                out.append("+%02X" % byte)
-    return "".join(out)
-
-
-def xtext_decode(text: str) -> str:
-    """Decode xtext; ValueError on a bad character or "+" escape."""
-    raw = bytearray()
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "+":
-            pair = text[i + 1:i + 3]
-            # RFC 3461 says upper case; Postfix's xtext_unquote() takes both.
-            if len(pair) != 2 or any(h not in _HEX for h in pair.upper()):
-                raise ValueError("bad xtext escape")
-            raw.append(int(pair, 16))
-            i += 3
-        elif _xchar_ok(c):
-            raw.append(ord(c))
-            i += 1
-        else:
-            raise ValueError("bad xtext character")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("bad xtext encoding") from None
-
 
 def _printable_ascii(text: str) -> bool:
     return all(" " <= c <= "~" for c in text)
