@@ -21,14 +21,16 @@ its environment) and stops watching.  The worker accepts, serves, and after
 (fulmar/daemon.py); master does not restart it but watches again.  The
 listening socket stays open in master throughout, so a client connecting
 while a worker is exiting waits in the backlog and wakes master once the
-worker is gone.  A crashed on-demand worker is logged and, like an idle
-one, replaced on the next connection.  With `-w` (used by
+worker is gone.  A crashed on-demand worker (killed, or a non-zero exit
+after a healthy start) is logged and replaced at once, as an always-on one
+is; the replacement idles out in turn.  With `-w` (used by
 `postfix start`) master then points its stdio at /dev/null, so that the
 caller's terminal or pipe is not held open by the daemons.
 
 Readiness: when FULMAR_STATUS_FD is in master's environment (set by
-`postfix start`), master writes b"R" on it once every service has all its
-workers ready or is throttled, or after STARTUP_READY_WAIT at most.
+`postfix start`), master writes b"R" on it once every always-on service
+has all its workers ready or is throttled, or after STARTUP_READY_WAIT at
+most.
 
 Daemons: `python -I -m <package> -c DIR -s NAME -t TYPE [-o name=value]...
 [args]` (docs/internals.md "Starting a daemon"), listeners inherited and
@@ -45,7 +47,8 @@ Signals:
   address is unchanged stay open (the same socket), so the kernel keeps
   accepting connections throughout.  Each service gets a new generation of
   workers; the old generation gets SIGTERM (finish in-flight work, then
-  exit) once the new one is ready, or after STARTUP_READY_WAIT.  Solitary
+  exit) once the new one is ready, or after STARTUP_READY_WAIT; an
+  on-demand service's old workers get it at once.  Solitary
   services (maxproc 1: qmgr, pickup) are swapped the other way round: the
   old process exits first.  Removed services are stopped, their listeners
   closed.
@@ -596,6 +599,12 @@ class Master:
                 and not rt.throttle.active():
             log.warning("%s: bad command startup -- throttling", worker.path)
             rt.throttle.throttle(self.settings.throttle_time)
+        if kind is ExitKind.CRASHED and rt.plan.on_demand and worker.generation == rt.generation \
+                and not self._current(rt) and not rt.throttle.active():
+            # A crash, unlike an idle exit, is replaced at once, as for
+            # always-on services: its clients are about to reconnect.
+            self._unwatch(rt)
+            self._spawn(rt)
         self._reconcile(rt)
         self._report_ready()
 
