@@ -60,3 +60,13 @@ def test_pyproject_declares_python_and_packages():
 def test_readme_starts_with_the_two_commands():
     head = "\n".join((ROOT / "README.md").read_text().splitlines()[:40])
     assert "make run" in head and "make test" in head
+
+
+def test_test_file_basenames_are_unique():
+    # pytest's default import mode imports test modules by basename: two
+    # files with the same name in different folders break collection.
+    import collections
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parents[1]
+    names = collections.Counter(p.name for p in root.rglob("test_*.py"))
+    assert [n for n, c in names.items() if c > 1] == []
