@@ -43,13 +43,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
-import os
-import socket
 import time
 
 from fulmar import log
 from fulmar.ipc import channel as ipc
-from fulmar.ipc.frames import KIND_ATTR, KIND_RECORD
+from fulmar.ipc.frames import KIND_RECORD
 from fulmar.maildate import mail_date
 from fulmar.queue import qfile, records
 from cleanup.headers import HeaderProcessor

@@ -19,7 +19,7 @@ import itertools
 
 from fulmar import log
 from fulmar.ipc import channel as ipc
-from fulmar.ipc.frames import KIND_ATTR, KIND_RECORD
+from fulmar.ipc.frames import KIND_ATTR
 
 PROTOCOL = "bounce"
 

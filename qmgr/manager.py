@@ -72,7 +72,7 @@ import time
 from fulmar import log
 from fulmar.config.mastercf import parse_master_cf
 from fulmar.ipc import channel as ipc
-from fulmar.ipc.frames import KIND_ATTR, KIND_RECORD
+from fulmar.ipc.frames import KIND_ATTR
 from fulmar.queue import qfile
 from fulmar.queue import qid as queue_ids
 from fulmar.resolve import Resolver

@@ -80,7 +80,7 @@ import itertools
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from fulmar.queue import layout, qid as _qid

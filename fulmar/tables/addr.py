@@ -36,7 +36,7 @@ DESCRIPTION
 
 from __future__ import annotations
 
-from fulmar.tables import FOUND, NOT_FOUND, NOTFOUND, RETRY, Result
+from fulmar.tables import FOUND, NOT_FOUND, RETRY, Result
 
 
 def split_extension(local: str, delimiter: str, owner_special: bool = True) -> tuple[str, str | None]:
