@@ -265,6 +265,10 @@ def load(config_dir: str | None = None,
     config_dir = config_dir or default_config_dir()
     warnings: list[str] = []
     main_cf = os.path.join(config_dir, "main.cf")
+    if not os.path.isdir(config_dir):
+        # A mistyped -c or MAIL_CONFIG must not fall back to the defaults
+        # (and so to the system's /var/spool/postfix): fail as Postfix does.
+        raise ConfigError(f"open {main_cf}: No such file or directory")
     all_assign = read_main_cf(main_cf, warnings)
     assign: dict[str, Assignment] = {}
     referenced: set[str] = set()

@@ -273,3 +273,15 @@ def test_round_trip_generated_assignments(pairs):
     parsed = parse_main_cf(text, "x.cf")
     assert [(a.name, a.value) for a in parsed] == pairs
     assert [a.lineno for a in parsed] == [2 + 3 * i for i in range(len(pairs))]
+
+
+def test_missing_config_directory_is_an_error(tmp_path):
+    # A mistyped -c must not silently mean "all defaults" (and with them
+    # the system's queue directory).
+    import pytest
+    from fulmar import config
+    missing = tmp_path / "nope"
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(missing))
+    assert str(e.value) == f"open {missing}/main.cf: No such file or directory"
+    assert config.load(str(tmp_path)).get("mail_name") == "Postfix"   # empty dir: defaults
