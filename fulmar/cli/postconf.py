@@ -66,6 +66,17 @@ class Fatal(Exception):
     """One-line fatal error; main() prints "postconf: fatal: TEXT"."""
 
 
+def _read_lines(path: str) -> list[str]:
+    """A configuration file's lines for in-place editing ([] when missing)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "surrogateescape").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise Fatal(f"open {path}: {e.strerror}") from None
+
+
 def _warn(text: str) -> None:
     sys.stderr.write(f"{PROG}: warning: {text}\n")
 
@@ -142,13 +153,7 @@ def edit_main_cf(path: str, edits: dict[str, str] | None = None,
     edits = dict(edits or {})
     remove = remove or set()
     comment = comment or set()
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "surrogateescape").splitlines()
-    except FileNotFoundError:
-        lines = []
-    except OSError as e:
-        raise Fatal(f"open {path}: {e.strerror}") from None
+    lines = _read_lines(path)
     out: list[str | None] = list(lines)
     done: set[str] = set()
     for ll in logical_lines(lines, path):
@@ -230,13 +235,7 @@ def edit_master_cf(path: str, entries: dict[str, str] | None = None,
     entries = dict(entries or {})
     remove = remove or set()
     comment = comment or set()
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "surrogateescape").splitlines()
-    except FileNotFoundError:
-        lines = []
-    except OSError as e:
-        raise Fatal(f"open {path}: {e.strerror}") from None
+    lines = _read_lines(path)
     out: list[str | None] = list(lines)
     done: set[str] = set()
     for ll in logical_lines(lines, path):

@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from support.mail import children
 from support.addrs import ALLOCATOR  # noqa: E402
 
 from master import listen, pidfile  # noqa: E402
@@ -45,23 +46,6 @@ def _mail_owner() -> str:
     if os.geteuid() != 0:
         return pwd.getpwuid(os.getuid()).pw_name
     return os.environ.get("FULMAR_TEST_MAIL_OWNER", "nobody")
-
-
-def children(pid: int) -> set[int]:
-    """PIDs whose parent is pid (from /proc)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.add(int(entry))
-    return found
 
 
 def wait_for(predicate, timeout=TIMEOUT, what="condition"):
