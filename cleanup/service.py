@@ -322,15 +322,18 @@ class Submission:
         if self.status != STATUS_OK:
             self.writer.abort()
             return self.status, self.reason
+        # executor.submit + wrap_future: one thread hop, without
+        # run_in_executor's per-call coroutine check.
+        done = self.service.executor.submit(self.writer.commit)
+        # Logged while the commit thread waits for the disk, as Postfix's
+        # cleanup logs it when it sees the header: before the outcome.
+        log.info("%s: message-id=%s", self.queue_id, self.message_id or "")
         try:
-            # executor.submit + wrap_future: one thread hop, without
-            # run_in_executor's per-call coroutine check.
-            await asyncio.wrap_future(self.service.executor.submit(self.writer.commit))
+            await asyncio.wrap_future(done)
         except OSError as exc:
             self._io_error(exc)
             self.writer.abort()
             return self.status, self.reason
-        log.info("%s: message-id=%s", self.queue_id, self.message_id or "")
         return STATUS_OK, ""
 
 

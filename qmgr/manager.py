@@ -217,8 +217,7 @@ class QueueManager:
                     if qid not in self.messages:
                         self.activate(qid, INCOMING)
             if self.incoming_wanted and len(self.messages) < self.active_limit:
-                self.incoming_wanted = False
-                self.scan(INCOMING, now)
+                self.incoming_wanted = not self.scan(INCOMING, now)
             if now >= self.deferred_scan_due and len(self.messages) < self.active_limit:
                 complete = self.scan(DEFERRED, now, force=self.force_deferred)
                 if complete:
@@ -287,7 +286,9 @@ class QueueManager:
                  qid, env.sender, env.content_size, len(env.recipients))
         if from_queue == DEFERRED:
             self._remove_defer_log(qid)
-        if pending and _force_expired(path):
+        # postsuper -e/-f marks a file with the group-execute bit, as
+        # Postfix does; the mode comes from read_envelope's fstat.
+        if pending and env.mode & stat.S_IXGRP:
             # postsuper -e/-f: return to sender without another attempt.
             msg.force_expired = True
             for rcpt in pending:
@@ -487,7 +488,9 @@ class QueueManager:
             log.info("%s: removed", qid)
         finally:
             self.messages.pop(qid, None)
-            self.incoming_wanted = True
+            # No incoming/ scan here: cleanup's wakeups name each new
+            # file, and a scan cut short by the active limit asks for the
+            # next one itself (run()).
             self.kick.set()
 
     def _remove_defer_log(self, qid: str) -> None:
@@ -548,9 +551,3 @@ async def serve(ctx) -> None:
     await qm.bounce.close()
 
 
-def _force_expired(path: str) -> bool:
-    """postsuper -e/-f marks a file with the group-execute bit, as Postfix."""
-    try:
-        return bool(os.stat(path).st_mode & stat.S_IXGRP)
-    except OSError:
-        return False

@@ -899,16 +899,27 @@ class Agent:
         # once the header section is over, blocks go through untouched.
         generic = getattr(self, "generic", None)
         headers = generic.header_stream() if generic is not None else None
+        # Blocks are gathered and written CONTENT_BUFFER at a time; the
+        # last (for most messages the only) write carries the end of data
+        # too: one send() per message instead of one per block plus one.
+        out: list[bytes] = []
+        out_len = 0
         try:
             try:
                 for block in self.qfile.iter_content(path, env):
                     if headers is not None and not headers.done:
                         block = headers.feed(block)
-                    w.write(enc.encode(block))
-                    if w.transport.get_write_buffer_size() > CONTENT_BUFFER:
-                        await asyncio.wait_for(w.drain(), timeout)
+                    data = enc.encode(block)
+                    out.append(data)
+                    out_len += len(data)
+                    if out_len >= CONTENT_BUFFER:
+                        w.write(b"".join(out))
+                        out.clear()
+                        out_len = 0
+                        if w.transport.get_write_buffer_size() > CONTENT_BUFFER:
+                            await asyncio.wait_for(w.drain(), timeout)
                 if headers is not None:
-                    w.write(enc.encode(headers.finish()))
+                    out.append(enc.encode(headers.finish()))
             except (OSError, ConnectionError, TimeoutError):
                 raise
             except Exception as e:   # corrupt queue file: never finish the DATA
@@ -916,7 +927,8 @@ class Agent:
                 conn.client.closed = True
                 raise QueueFileError(str(e)) from e
             evs = conn.client.content_end(enc.finish(), rset=want_cache)
-            w.write(conn.client.pull())
+            out.append(conn.client.pull())
+            w.write(b"".join(out))
             await asyncio.wait_for(w.drain(), timeout)
             return evs
         except TimeoutError:

@@ -80,7 +80,7 @@ import itertools
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
 from fulmar.queue import layout, qid as _qid
@@ -161,6 +161,12 @@ class Envelope:
     file_size: int
     extracted_offset: int = 0   # offset of the X record
     version: str = rec.VERSION.decode()
+    # The whole file when one read got it all (at most ENVELOPE_READ
+    # bytes): iter_content then reads the content from here instead of
+    # opening the file again.  The content never changes after commit
+    # (only R records become D in place), so the copy stays valid.
+    data: bytes | None = field(default=None, repr=False, compare=False)
+    mode: int = field(default=0, repr=False, compare=False)   # st_mode when read
 
     @property
     def message_size(self) -> int:
@@ -556,7 +562,8 @@ def read_envelope(path: str) -> Envelope:
 
 
 def _read_envelope_fd(fd: int, path: str) -> Envelope:
-    file_size = os.fstat(fd).st_size
+    st = os.fstat(fd)
+    file_size = st.st_size
     if file_size == 0:
         raise CorruptRecord(0, "empty file")
     head = os.pread(fd, ENVELOPE_READ, 0)
@@ -599,7 +606,8 @@ def _read_envelope_fd(fd: int, path: str) -> Envelope:
         raise CorruptRecord(content_offset, "no sender record")
     rec.RecordReader(head, content_offset, env_end).expect(rec.REC_MESG)
 
-    if len(head) >= file_size:
+    small = len(head) >= file_size
+    if small:
         tail = head[x_off:file_size]        # a small file: already read whole
     else:
         tail = _pread_exact(fd, file_size - x_off, x_off)
@@ -637,6 +645,8 @@ def _read_envelope_fd(fd: int, path: str) -> Envelope:
         flags=flags,
         file_size=file_size,
         extracted_offset=x_off,
+        data=head[:file_size] if small else None,
+        mode=st.st_mode,
     )
 
 
@@ -644,23 +654,29 @@ def iter_content(path: str, env: Envelope) -> Iterator[bytes]:
     """The content blocks in order, each CRC-checked; CorruptQueueFile if not."""
     path = os.fspath(path)
     _audit("read", path, "content")
+    end = extracted_offset(env.content_offset, env.content_size) + rec.HEADER_LEN
+    if env.data is not None:
+        yield from _content_blocks(rec.RecordReader(env.data, env.content_offset, end), env, path)
+        return
     with open(path, "rb", buffering=READ_BUFFER) as f:
         f.seek(env.content_offset)
-        end = extracted_offset(env.content_offset, env.content_size) + rec.HEADER_LEN
-        reader = rec.RecordReader(f, env.content_offset, end)
-        try:
-            reader.expect(rec.REC_MESG)
-            remaining = env.content_size
-            while remaining:
-                want = min(remaining, rec.MAX_BLOCK)
-                off, data = reader.expect(rec.REC_BLOCK)
-                if len(data) != want:
-                    raise CorruptRecord(off, "content block of the wrong size")
-                remaining -= want
-                yield data
-            reader.expect(rec.REC_XTRA)
-        except CorruptRecord as e:
-            raise CorruptQueueFile(path, str(e)) from None
+        yield from _content_blocks(rec.RecordReader(f, env.content_offset, end), env, path)
+
+
+def _content_blocks(reader: rec.RecordReader, env: Envelope, path: str) -> Iterator[bytes]:
+    try:
+        reader.expect(rec.REC_MESG)
+        remaining = env.content_size
+        while remaining:
+            want = min(remaining, rec.MAX_BLOCK)
+            off, data = reader.expect(rec.REC_BLOCK)
+            if len(data) != want:
+                raise CorruptRecord(off, "content block of the wrong size")
+            remaining -= want
+            yield data
+        reader.expect(rec.REC_XTRA)
+    except CorruptRecord as e:
+        raise CorruptQueueFile(path, str(e)) from None
 
 
 def verify(path: str) -> Envelope:

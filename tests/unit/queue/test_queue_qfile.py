@@ -413,3 +413,33 @@ def test_set_flags_rewrites_size_record_and_keeps_file_valid(tmp_path):
     env = qfile.verify(path)
     assert env.flags == qfile.FLAG_DELAY_WARNED and env.recipients[0].address == "c@d"
     assert qfile.set_flags(path, qfile.FLAG_DELAY_WARNED) == qfile.FLAG_DELAY_WARNED
+
+
+def test_small_file_content_comes_from_the_envelope_read(queue_dir):
+    # One read got the whole file: the content is served from it, so a
+    # delivery agent does not open the file a second time.
+    _, path = write_message(queue_dir)
+    env = qfile.read_envelope(path)
+    assert env.data is not None and len(env.data) == os.path.getsize(path)
+    assert env.mode & 0o777 == 0o600
+    os.unlink(path)
+    assert b"".join(qfile.iter_content(path, env)) == BODY
+
+
+def test_content_from_the_envelope_read_is_crc_checked(queue_dir):
+    _, path = write_message(queue_dir)
+    env = qfile.read_envelope(path)
+    data = bytearray(env.data)
+    at = data.index(b"hello")
+    data[at] ^= 0x20
+    env.data = bytes(data)
+    with pytest.raises(CorruptQueueFile):
+        b"".join(qfile.iter_content(path, env))
+
+
+def test_large_file_content_is_read_from_the_file(queue_dir):
+    content = b"Subject: big\r\n\r\n" + b"x" * (qfile.ENVELOPE_READ + 10)
+    _, path = write_message(queue_dir, content=content)
+    env = qfile.read_envelope(path)
+    assert env.data is None
+    assert b"".join(qfile.iter_content(path, env)) == content

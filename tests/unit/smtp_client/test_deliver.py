@@ -230,3 +230,24 @@ def test_parse_nexthop():
     assert P("example.org", 25) == D.Destination("example.org", 25, True)
     assert P("inet:lmtp.example:24", 24, lmtp=True) == D.Destination("lmtp.example", 24, False)
     assert P("unix:/run/lmtp", 24, lmtp=True).unix_path == "/run/lmtp"
+
+
+async def test_content_and_end_of_data_leave_in_one_write(sink, monkeypatch):
+    # Every block of a small message and the end of data go out in one
+    # write (one send()), not one per block plus one for the dot.
+    writes = []
+    real_write = asyncio.StreamWriter.write
+
+    def spy(self, data):
+        writes.append(bytes(data))
+        return real_write(self, data)
+
+    monkeypatch.setattr(asyncio.StreamWriter, "write", spy)
+    agent, log = make_agent(blocks=(b"Subject: t\r\n\r\n", b"first\r\n", b"second\r\n"))
+    res = await agent.deliver(request(f"[127.0.0.1]:{sink.port}", "a@x"))
+    assert res[0]["status"] == "sent"
+    content = [w for w in writes if b"first" in w or b"second" in w]
+    assert len(content) == 1, content
+    assert content[0].startswith(b"Subject: t\r\n\r\nfirst\r\nsecond\r\n.\r\n")
+    assert sink.messages == [b"Subject: t\r\n\r\nfirst\r\nsecond\r\n"]
+    await agent.shutdown()

@@ -1,0 +1,62 @@
+"""qmgr.manager: when incoming/ is scanned.
+
+cleanup's wakeup names each new file, so qmgr activates it directly; a
+finished message does not trigger a directory scan (it used to, once per
+message: an opendir/getdents/close and a Python loop on the delivery path).
+A scan cut short by qmgr_message_active_limit reports it, so run() scans
+again once there is room.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from fulmar import config
+from fulmar.daemon import Context
+from fulmar.queue import layout, qfile
+from qmgr import manager
+
+
+def _qm(tmp_path, active_limit=20000):
+    qdir = tmp_path / "queue"
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "main.cf").write_text(f"queue_directory = {qdir}\nmydestination =\n"
+                                 f"qmgr_message_active_limit = {active_limit}\n")
+    (etc / "master.cf").write_text("")
+    layout.create(str(qdir), os.getuid(), os.getgid())
+    cfg = config.load(str(etc))
+    return manager.QueueManager(Context(cfg, service="qmgr", process_name="qmgr")), str(qdir)
+
+
+def _message(qdir):
+    w = qfile.QueueWriter.create(qdir)
+    w.set_arrival(time.time())
+    w.set_sender("a@example.org")
+    w.add_recipient(qfile.Recipient("b@one.example"))
+    w.write_content(b"Subject: x\r\n\r\nx\r\n")
+    w.end_content()
+    w.commit()
+    return w.queue_id
+
+
+async def test_finishing_a_message_does_not_ask_for_a_scan(tmp_path):
+    qm, qdir = _qm(tmp_path)
+    qid = _message(qdir)
+    qm.incoming_wanted = False
+    qm.activate(qid, manager.INCOMING)
+    msg = qm.messages[qid]
+    await qm.finish(msg)
+    assert not os.path.exists(qfile.path_of(qdir, "active", qid))
+    assert qid not in qm.messages
+    assert qm.incoming_wanted is False
+
+
+async def test_scan_cut_short_by_the_active_limit_says_so(tmp_path):
+    qm, qdir = _qm(tmp_path, active_limit=1)
+    first, second = _message(qdir), _message(qdir)
+    assert qm.scan(manager.INCOMING, time.time()) is False
+    assert len(qm.messages) == 1
+    await qm.finish(next(iter(qm.messages.values())))
+    assert qm.scan(manager.INCOMING, time.time()) is True
+    assert set(qm.messages) <= {first, second} and len(qm.messages) == 1
