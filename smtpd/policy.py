@@ -173,9 +173,14 @@ class DomainList:
 class NetworkList:
     """mynetworks: CIDR blocks ("[::1]/128" too) and cidr:/other tables of addresses."""
 
+    # Answers for literal networks only (tables can change), per address;
+    # a busy server sees the same clients again and again.
+    CACHE_SIZE = 4096
+
     def __init__(self, items: list[str], cfg=None, opener=tables.open_table):
         self.nets = []
         self.tables = []
+        self._cache: dict[str, bool] = {}
         for item in items:
             if item.startswith("!"):
                 _log_warning("mynetworks: negation is not supported: %s", item)
@@ -189,6 +194,9 @@ class NetworkList:
                 _log_warning("mynetworks: bad network: %s", item)
 
     def match(self, addr: str) -> bool:
+        cached = self._cache.get(addr)
+        if cached is not None:
+            return cached
         try:
             ip = ipaddress.ip_address(addr.strip("[]"))
         except ValueError:
@@ -196,8 +204,15 @@ class NetworkList:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
             ip = ip.ipv4_mapped
         if any(ip.version == n.version and ip in n for n in self.nets):
-            return True
-        return any(t.lookup(str(ip)).status == tables.FOUND for t in self.tables)
+            found = True
+        elif self.tables:
+            return any(t.lookup(str(ip)).status == tables.FOUND for t in self.tables)
+        else:
+            found = False
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.clear()
+        self._cache[addr] = found
+        return found
 
 
 def _unbracket(item: str) -> str:

@@ -270,6 +270,7 @@ class Service:
                 tls = ServerTls("none", False, None)
         self.tls = tls
         self.sasl_backend = sasl_backend
+        self._variants: dict[tuple[bool, bool], P.Settings] = {}
         self.settings = (settings or P.Settings.from_config(cfg)).with_overrides(
             **self.tls.protocol_overrides(), **self._auth_overrides(cfg))
         self.policy = policy or Policy(PolicySettings.from_config(cfg))
@@ -332,6 +333,21 @@ class Service:
     auth_brake = S.AuthBrake(0, 1.0)
     sasl_exceptions = None
 
+    def settings_variant(self, bare_ok: bool, hide_auth: bool) -> P.Settings:
+        """self.settings with the per-client exceptions applied; made once
+        per combination (a dataclasses.replace per connection was a visible
+        part of accepting one)."""
+        key = (bare_ok, hide_auth)
+        settings = self._variants.get(key)
+        if settings is None:
+            kw = {}
+            if bare_ok:
+                kw["forbid_bare_newline"] = "no"
+            if hide_auth:
+                kw["auth_hidden"] = True
+            settings = self._variants[key] = self.settings.with_overrides(**kw)
+        return settings
+
     def protocol_factory(self) -> Session:
         return Session(self)
 
@@ -391,10 +407,11 @@ class Session(asyncio.Protocol):
         svc = self.svc
         svc._add(self)
         settings = svc.settings
-        if settings.forbid_bare_newline != "no" and svc.bare_newline_exclusions.match(addr):
-            settings = settings.with_overrides(forbid_bare_newline="no")
-        if settings.auth_enabled and svc.sasl_exceptions is not None and svc.sasl_exceptions.match(addr):
-            settings = settings.with_overrides(auth_hidden=True)
+        bare_ok = settings.forbid_bare_newline != "no" and svc.bare_newline_exclusions.match(addr)
+        hide_auth = (settings.auth_enabled and svc.sasl_exceptions is not None
+                     and svc.sasl_exceptions.match(addr))
+        if bare_ok or hide_auth:
+            settings = svc.settings_variant(bare_ok, hide_auth)
         self.proto = P.ServerProtocol(settings)
         n = svc.counts.get(addr, 0) + 1
         svc.counts[addr] = n

@@ -176,3 +176,30 @@ def test_never_an_open_relay(route, local, domain):
             assert not path.route
             assert not any(c in path.local for c in "%!@")
             assert path.domain.lower().rstrip(".") in ("mx.example.test", "relay.test", "virt.test", "localhost")
+
+
+class _FlipTable:
+    """A table whose answer for one key changes: it must never be cached."""
+
+    def __init__(self):
+        self.found = False
+
+    def lookup(self, key):
+        from fulmar import tables
+        return tables.Result(tables.FOUND if self.found else tables.NOTFOUND, "OK" if self.found else None)
+
+
+def test_network_list_caches_literal_networks_but_not_tables():
+    from smtpd.policy import NetworkList
+    nets = NetworkList(["127.0.0.0/8", "[::1]/128"])
+    for _ in range(2):      # the second answer comes from the cache
+        assert nets.match("127.0.0.1") is True
+        assert nets.match("::1") is True
+        assert nets.match("192.0.2.1") is False
+        assert nets.match("not an address") is False
+    table = _FlipTable()
+    with_table = NetworkList(["127.0.0.0/8", "cidr:/x"], opener=lambda name, cfg: table)
+    assert with_table.match("192.0.2.1") is False
+    table.found = True
+    assert with_table.match("192.0.2.1") is True
+    assert with_table.match("127.0.0.1") is True

@@ -194,3 +194,31 @@ async def test_timeout(env):
     await asyncio.sleep(0.05)
     assert "timeout after CONNECT from unknown[203.0.113.9]" in [m for _, m in logs]
     w.close()
+
+
+async def test_bare_newline_exclusion_settings_are_made_once(tmp_path):
+    # Clients in smtpd_forbid_bare_newline_exclusions get forbid_bare_newline
+    # = no: one Settings object for all of them, the shared one for others.
+    cfg = FakeCfg()
+    cfg.values = dict(FakeCfg.values, smtpd_forbid_bare_newline_exclusions=["192.0.2.0/24"])
+    svc = Service(cfg, str(tmp_path / "cleanup"), log=lambda *a: None,
+                  policy=Policy(PolicySettings(
+                      mynetworks=[], mydestination=[HOST], myorigin=HOST, relay_domains=[],
+                      virtual_alias_domains=[], virtual_mailbox_domains=[],
+                      parent_domain_matches_subdomains=[], client_restrictions=[],
+                      helo_restrictions=[], sender_restrictions=[],
+                      relay_restrictions=["reject_unauth_destination"],
+                      recipient_restrictions=[], data_restrictions=[])),
+                  settings=make_settings())
+    seen = []
+    for addr in ("192.0.2.1", "192.0.2.2", "203.0.113.9"):
+        s = Session(svc, peer=(addr, 25))
+        transport = type("T", (), {"get_extra_info": lambda self, k: None, "write": lambda self, d: None,
+                                   "close": lambda self: None, "is_closing": lambda self: False})()
+        s.connection_made(transport)
+        seen.append(s.proto.s)
+        s._task.cancel()
+        s._timer.cancel()
+    assert seen[0] is seen[1] and seen[0].forbid_bare_newline == "no"
+    assert seen[2] is svc.settings and seen[2].forbid_bare_newline == "normalize"
+    await asyncio.sleep(0)
