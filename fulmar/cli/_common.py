@@ -170,12 +170,13 @@ def trigger(path: str, protocol: str, timeout: float) -> bool:
     dominated. Returns True when the hello names `protocol`; the wakeup
     carries no data, so the protocol version is not checked.
     """
-    import socket
+    import _socket      # socket.py pulls in selectors & co.: 2 ms per sendmail
     from fulmar.ipc import frames
 
     decoder = frames.FrameDecoder()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
             sock.settimeout(timeout)
             sock.connect(path)
             while True:
@@ -186,5 +187,7 @@ def trigger(path: str, protocol: str, timeout: float) -> bool:
                 if got:
                     hello = got[0]
                     return hello.kind == frames.KIND_ATTR and hello.attrs.get("protocol") == protocol
+        finally:
+            sock.close()
     except (OSError, frames.FrameError):
         return False

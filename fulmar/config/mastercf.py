@@ -38,8 +38,6 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import re
-import socket
-from dataclasses import dataclass, field
 
 from fulmar.config.maincf import ConfigError, logical_lines
 
@@ -54,24 +52,36 @@ FIELD_NAMES = ("service", "type", "private", "unprivileged", "chroot",
                "wakeup", "process_limit", "command")
 
 
-@dataclass(slots=True)
 class Service:
-    name: str
-    type: str
-    private: bool
-    unpriv: bool
-    chroot: bool
-    wakeup: str
-    maxproc: int | None
-    command: str
-    args: list[str]
-    overrides: dict[str, str]
-    host: str | None
-    port: str | None
-    path: str
-    lineno: int
-    fields: tuple[str, ...] = field(default=())      # the 8 columns as written
-    argv: list[str] = field(default_factory=list)   # command + all args as written
+    """One master.cf entry (a plain class: config.load() reads master.cf on
+    every command start, and the dataclasses module costs ~7 ms to import)."""
+
+    __slots__ = ("name", "type", "private", "unpriv", "chroot", "wakeup", "maxproc",
+                 "command", "args", "overrides", "host", "port", "path", "lineno",
+                 "fields", "argv")
+
+    def __init__(self, name: str, type: str, private: bool, unpriv: bool, chroot: bool,
+                 wakeup: str, maxproc: int | None, command: str, args: list[str],
+                 overrides: dict[str, str], host: str | None, port: str | None,
+                 path: str, lineno: int,
+                 fields: tuple[str, ...] = (),            # the 8 columns as written
+                 argv: list[str] | None = None) -> None:  # command + all args as written
+        self.name, self.type, self.private, self.unpriv = name, type, private, unpriv
+        self.chroot, self.wakeup, self.maxproc, self.command = chroot, wakeup, maxproc, command
+        self.args, self.overrides, self.host, self.port = args, overrides, host, port
+        self.path, self.lineno, self.fields = path, lineno, fields
+        self.argv = [] if argv is None else argv
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Service and self._values() == other._values()
+
+    __hash__ = None     # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return "Service(%s)" % ", ".join("%s=%r" % (f, getattr(self, f)) for f in self.__slots__)
 
     @property
     def key(self) -> str:
@@ -84,8 +94,9 @@ def resolve_port(port: str, where: str) -> str:
         if not 0 < int(port) < 65536:
             raise ConfigError(f"{where}: bad port number: \"{port}\"")
         return str(int(port))
+    import _socket      # not socket.py: every command start reads master.cf
     try:
-        return str(socket.getservbyname(port, "tcp"))
+        return str(_socket.getservbyname(port, "tcp"))
     except (OSError, ValueError, UnicodeError):
         pass
     if port in FALLBACK_PORTS:

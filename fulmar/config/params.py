@@ -42,15 +42,17 @@ DEVIATIONS
 
 from __future__ import annotations
 
-import array
-import fcntl
-import ipaddress
 import os
-import socket
-import struct
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable
+
+# Commands import this module once per run (sendmail: once per message):
+# the modules only some computed defaults need (socket, ipaddress, ...)
+# are imported inside those functions, and typing and dataclasses not at
+# all; `python -X importtime` shows what each costs.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from typing import Any, Callable
 
 from fulmar.version import MAIL_NAME, MAIL_VERSION
 
@@ -60,28 +62,41 @@ KINDS = ("str", "int", "bool", "time", "size", "list")
 TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-@dataclass(frozen=True, slots=True)
 class Param:
-    """One main.cf parameter."""
+    """One main.cf parameter (read-only by convention)."""
 
-    name: str
-    kind: str
-    default: str
-    owner: str
-    help: str
-    min: int | None = None
-    max: int | None = None
-    unit: str = "s"                     # time: unit of a bare number
-    choices: tuple[str, ...] | None = None  # str: the allowed values
-    compute: Callable[[Any], str] | None = None  # computed default
-    fulmar: bool = False                # Fulmar-only parameter
-    compat: bool = False                # Postfix's, not used by Fulmar
+    __slots__ = ("name", "kind", "default", "owner", "help", "min", "max", "unit",
+                 "choices", "compute", "fulmar", "compat")
+
+    def __init__(self, name: str, kind: str, default: str, owner: str, help: str,
+                 min: int | None = None, max: int | None = None,
+                 unit: str = "s",                         # time: unit of a bare number
+                 choices: tuple[str, ...] | None = None,  # str: the allowed values
+                 compute: Callable[[Any], str] | None = None,  # computed default
+                 fulmar: bool = False,                    # Fulmar-only parameter
+                 compat: bool = False) -> None:           # Postfix's, not used by Fulmar
+        self.name, self.kind, self.default, self.owner, self.help = name, kind, default, owner, help
+        self.min, self.max, self.unit, self.choices = min, max, unit, choices
+        self.compute, self.fulmar, self.compat = compute, fulmar, compat
+
+    def _key(self) -> tuple:
+        return tuple(getattr(self, f) for f in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Param and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "Param(%s)" % ", ".join("%s=%r" % (f, getattr(self, f)) for f in self.__slots__)
 
 
 # ---------------------------------------------------------------------------
 # Computed defaults (Postfix's mail_params.c check_myhostname() & co.)
 
 def _default_myhostname(cfg: Any) -> str:
+    import socket
     name = socket.gethostname()
     if "." not in name:
         # Postfix appends $mydomain (when set) or "localdomain".
@@ -120,6 +135,11 @@ def interface_networks() -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interfa
     loopback.  IPv4 comes from SIOCGIFCONF/SIOCGIFNETMASK, IPv6 from
     /proc/net/if_inet6.
     """
+    import array
+    import fcntl
+    import ipaddress
+    import socket
+    import struct
     found: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -166,6 +186,7 @@ def _fmt_net(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
 
 def _default_mynetworks(cfg: Any) -> str:
     """mynetworks from mynetworks_style, as Postfix's own_inet_networks()."""
+    import ipaddress
     style = cfg.get("mynetworks_style").strip().lower()
     ifaces = interface_networks()
     if not ifaces:

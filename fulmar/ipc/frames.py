@@ -53,7 +53,7 @@ import json
 import math
 import re
 import struct
-from typing import NamedTuple
+from collections import namedtuple
 
 KIND_ATTR = "A"
 KIND_RECORD = "R"
@@ -76,13 +76,10 @@ class FrameError(ValueError):
     """The byte stream or a value is not a valid frame; str() says why."""
 
 
-class Frame(NamedTuple):
-    """One decoded frame: kind "A" carries attrs, kind "R" rtype and data."""
-
-    kind: str
-    attrs: dict | None = None
-    rtype: bytes | None = None
-    data: bytes | None = None
+# One decoded frame: kind "A" carries attrs, kind "R" rtype and data.
+# (collections.namedtuple, not typing.NamedTuple: typing costs start-up
+# time in every command that wakes a daemon.)
+Frame = namedtuple("Frame", "kind attrs rtype data", defaults=(None, None, None))
 
 
 def _reject_constant(name):

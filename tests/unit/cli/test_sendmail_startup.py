@@ -15,3 +15,29 @@ def test_sendmail_import_leaves_heavy_modules_out():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == []
+
+
+# Not imported by a whole plain submission (config, maildrop file, pickup
+# wakeup): dataclasses (via inspect) and typing alone cost ~10 ms per call.
+NOT_ON_SUBMIT_PATH = HEAVY + ("dataclasses", "inspect", "typing", "socket", "ipaddress",
+                              "selectors")
+
+
+def test_plain_submission_leaves_heavy_modules_out(tmp_path):
+    from fulmar.queue import layout
+    qdir = tmp_path / "queue"
+    layout.create(str(qdir))
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "main.cf").write_text(f"queue_directory = {qdir}\nmyhostname = mx.example.com\n")
+    (etc / "master.cf").write_text("smtp inet n - n - - smtpd\npickup unix n - n 60 1 pickup\n")
+    code = ("import sys\n"
+            "from fulmar.cli.sendmail import main\n"
+            "sys.argv = ['sendmail', '-C', %r, '-i', '-f', 'a@example.com', 'b@example.net']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(' '.join(m for m in %r if m in sys.modules))" % (str(etc), NOT_ON_SUBMIT_PATH))
+    res = subprocess.run([sys.executable, "-I", "-c", code], input="Subject: x\n\nhi\n",
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [], res.stdout
+    assert len(list((qdir / "maildrop").iterdir())) == 1
