@@ -350,6 +350,10 @@ class QueueManager:
             "dsn_envid": env.attrs.get("dsn_envid", ""),
             "dsn_ret": env.attrs.get("dsn_ret", ""),
             "smtputf8": env.attrs.get("smtputf8", ""),
+            # The agent reads only the content (qfile.content_envelope).
+            "content_offset": env.content_offset,
+            "content_size": env.content_size,
+            "body_type": env.attrs.get("body_type", ""),
             "recipients": [{"address": r.address, "orig_address": r.orig_address,
                             "dsn_orcpt": r.dsn_orcpt, "dsn_notify": r.dsn_notify,
                             "offset": r.offset} for r in job.recipients],

@@ -533,7 +533,12 @@ class Agent:
         outcomes: list[Outcome | None] = [None] * len(rcpts)
         path = os.path.join(self.queue_dir, str(req.get("path", "")))
         try:
-            env = self.qfile.read_envelope(path)
+            if isinstance(req.get("content_offset"), int) and isinstance(req.get("content_size"), int):
+                # qmgr read the envelope a moment ago: only the content is read here.
+                env = self.qfile.content_envelope(path, req["content_offset"], req["content_size"])
+                env.attrs["body_type"] = str(req.get("body_type") or "")
+            else:
+                env = self.qfile.read_envelope(path)
         except Exception as e:   # CorruptQueueFile, OSError
             self.log.warning("%s: cannot read queue file %s: %s", queue_id, path, e)
             now = time.time()

@@ -160,7 +160,9 @@ SCHEMAS = {
         "queue_id": str, "path": str, "transport": str, "nexthop": str,
         "sender": str, "arrival_time": float, "qmgr_time": float,
         "dsn_envid": str, "dsn_ret": str, "smtputf8": bool,
-        "recipients": [_RECIPIENT]}),
+        "recipients": [_RECIPIENT]},
+        # From qmgr's read of the envelope: the agent then skips its own.
+        {"content_offset": int, "content_size": int, "body_type": str}),
     "delivery.result": Schema({"id": int, "results": [_RESULT]}),
 
     # bounce: the minimum every request needs; bounce/ documents the rest

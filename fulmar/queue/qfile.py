@@ -650,6 +650,33 @@ def _read_envelope_fd(fd: int, path: str) -> Envelope:
     )
 
 
+def content_envelope(path: str, content_offset: int, content_size: int) -> Envelope:
+    """What iter_content needs, from offsets qmgr already read and checked.
+
+    A delivery agent gets the envelope (sender, recipients, attributes)
+    from qmgr's request, as Postfix's do; it opens the file only for the
+    content, and a small file is read whole here, in one pread.  Nothing
+    of the envelope is parsed: the content blocks are still CRC-checked
+    by iter_content, so wrong offsets end in CorruptQueueFile, never in
+    wrong mail.  CorruptQueueFile if the offsets cannot fit the file.
+    """
+    path = os.fspath(path)
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        x_off = extracted_offset(content_offset, content_size)
+        if content_offset < rec.SIZE_RECORD_LEN or x_off + 2 * rec.HEADER_LEN > st.st_size:
+            raise CorruptQueueFile(path, "content offsets do not fit the file")
+        data = _pread_exact(fd, st.st_size, 0) if st.st_size <= ENVELOPE_READ else None
+    finally:
+        os.close(fd)
+    _audit("read", path, "content offsets")
+    return Envelope(queue_id=os.path.basename(path), arrival_time=0.0, sender="", attrs={},
+                    recipients=[], content_offset=content_offset, content_size=content_size,
+                    flags=0, file_size=st.st_size, extracted_offset=x_off, data=data,
+                    mode=st.st_mode)
+
+
 def iter_content(path: str, env: Envelope) -> Iterator[bytes]:
     """The content blocks in order, each CRC-checked; CorruptQueueFile if not."""
     path = os.fspath(path)

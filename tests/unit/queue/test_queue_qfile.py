@@ -443,3 +443,30 @@ def test_large_file_content_is_read_from_the_file(queue_dir):
     env = qfile.read_envelope(path)
     assert env.data is None
     assert b"".join(qfile.iter_content(path, env)) == content
+
+
+def test_content_envelope_reads_only_the_content(queue_dir):
+    # What a delivery agent does with the offsets from qmgr's request.
+    _, path = write_message(queue_dir)
+    env = qfile.read_envelope(path)
+    light = qfile.content_envelope(path, env.content_offset, env.content_size)
+    assert light.data == env.data and light.file_size == env.file_size
+    assert b"".join(qfile.iter_content(path, light)) == BODY
+    big = b"Subject: big\r\n\r\n" + b"y" * (qfile.ENVELOPE_READ + 10)
+    _, path2 = write_message(queue_dir, content=big)
+    env2 = qfile.read_envelope(path2)
+    light2 = qfile.content_envelope(path2, env2.content_offset, env2.content_size)
+    assert light2.data is None
+    assert b"".join(qfile.iter_content(path2, light2)) == big
+
+
+def test_content_envelope_with_wrong_offsets_never_yields_content(queue_dir):
+    _, path = write_message(queue_dir)
+    env = qfile.read_envelope(path)
+    with pytest.raises(CorruptQueueFile):
+        qfile.content_envelope(path, env.content_offset, env.file_size)     # past the end
+    with pytest.raises(CorruptQueueFile):
+        qfile.content_envelope(path, 0, env.content_size)                    # inside the size record
+    for off in (env.content_offset - 1, env.content_offset + 1):
+        with pytest.raises(CorruptQueueFile):       # refused here, or by a CRC
+            b"".join(qfile.iter_content(path, qfile.content_envelope(path, off, env.content_size)))

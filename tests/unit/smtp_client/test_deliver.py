@@ -1,6 +1,7 @@
 """smtp_client.deliver in-process against a tiny asyncio SMTP server on 127.0.0.1."""
 
 import asyncio
+import os
 import socket
 from types import SimpleNamespace
 
@@ -250,4 +251,37 @@ async def test_content_and_end_of_data_leave_in_one_write(sink, monkeypatch):
     assert len(content) == 1, content
     assert content[0].startswith(b"Subject: t\r\n\r\nfirst\r\nsecond\r\n.\r\n")
     assert sink.messages == [b"Subject: t\r\n\r\nfirst\r\nsecond\r\n"]
+    await agent.shutdown()
+
+
+async def test_offsets_from_qmgr_spare_the_envelope_read(sink, tmp_path, monkeypatch):
+    # qmgr passes content_offset/content_size: the agent reads only the
+    # content (one pread of a small file), never the envelope again.
+    from fulmar.queue import layout, qfile
+    qdir = str(tmp_path / "q")
+    layout.create(qdir)
+    w = qfile.QueueWriter.create(qdir)
+    w.set_arrival(1.0)
+    w.set_sender("s@example.com")
+    w.add_recipient(qfile.Recipient("a@x"))
+    w.write_content(b"Subject: real\r\n\r\n.leading dot\r\n")
+    path = w.commit()
+    env = qfile.read_envelope(path)
+
+    def no_envelope(p):
+        raise AssertionError("envelope read again")
+
+    monkeypatch.setattr(qfile, "read_envelope", no_envelope)
+    settings = D.Settings(myhostname="me.example.com", helo_name="me.example.com", tls_level="none",
+                          randomize_addresses=False)
+    agent = D.Agent(settings, FakeResolver(), qdir, logger=Log())
+    req = dict(request(f"[127.0.0.1]:{sink.port}", "a@x"), path=os.path.relpath(path, qdir),
+               content_offset=env.content_offset, content_size=env.content_size, body_type="")
+    res = await agent.deliver(req)
+    assert res[0]["status"] == "sent", res
+    assert sink.messages == [b"Subject: real\r\n\r\n..leading dot\r\n"]
+    # Offsets that do not match the file: deferred, nothing sent.
+    bad = dict(req, content_offset=env.content_offset + 3)
+    res = await agent.deliver(bad)
+    assert res[0]["status"] == "deferred" and len(sink.messages) == 1
     await agent.shutdown()
