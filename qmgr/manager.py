@@ -310,7 +310,9 @@ class QueueManager:
         self.kick.set()
 
     def schedule(self, now: float) -> None:
-        for dest, job, dead in self.scheduler.runnable(now):
+        # Taken all at once: a delivery started below runs up to its first
+        # await right away, before the rest are taken.
+        for dest, job, dead in list(self.scheduler.runnable(now)):
             if dead:
                 reason = "delivery temporarily suspended: " + dest.dead_reason
                 results = [self._result(r, "deferred", dest.dead_dsn or "4.4.1", reason)
@@ -318,10 +320,13 @@ class QueueManager:
                 self._log_results(job, results, relay="none")
                 self.spawn(self.job_done(job, results))
             else:
-                self.spawn(self.deliver(dest, job))
+                # Eager: the request is built and written to the agent now,
+                # not one event-loop turn later (about 20 us per message).
+                self.spawn(self.deliver(dest, job), eager=True)
 
-    def spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def spawn(self, coro, eager: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.Task(coro, loop=loop, eager_start=True) if eager else loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
 

@@ -111,6 +111,8 @@ _MAX_BY_ORD = {t[0]: n for t, n in MAX_DATA.items()}
 _MIN_BY_ORD = {t[0]: n for t, n in MIN_DATA.items()}
 _DONE_ORD = REC_DONE[0]
 _RCPT_ORD = REC_RCPT[0]
+_R_CRC = zlib.crc32(REC_RCPT)          # CRC state after an R type byte
+_unpack_header = HEADER.unpack_from
 
 
 class CorruptRecord(Exception):
@@ -201,7 +203,8 @@ class RecordReader:
         self._offset = offset
         self._end = end
         if isinstance(source, (bytes, bytearray, memoryview)):
-            self._buf = memoryview(source)
+            # bytes: the fast path of read() (qmgr reads every envelope).
+            self._buf = source if type(source) is bytes else bytes(source)
             self._file: BinaryIO | None = None
             if end is None:
                 self._end = len(self._buf)
@@ -225,6 +228,9 @@ class RecordReader:
 
     def read(self) -> tuple[int, bytes, bytes] | None:
         """The next record, or None at the clean end."""
+        buf = self._buf
+        if buf is not None:
+            return self._read_buffer(buf)
         off = self._offset
         end = self._end
         if end is not None:
@@ -232,24 +238,49 @@ class RecordReader:
                 return None
             if end - off < HEADER_LEN:
                 raise CorruptRecord(off, "truncated record header")
-        if self._buf is not None:
-            head = self._buf[off:off + HEADER_LEN]
-        else:
-            head = self._file.read(HEADER_LEN)
-            if not head and end is None:
-                return None
+        head = self._file.read(HEADER_LEN)
+        if not head and end is None:
+            return None
         rtype, length, crc = decode_header(head, off)
         start = off + HEADER_LEN
         if end is not None and start + length > end:
             raise CorruptRecord(off, f"record {rtype.decode('latin-1')}: truncated data")
-        if self._buf is not None:
-            data = self._buf[start:start + length].tobytes()
-        else:
-            data = self._file.read(length) if length else b""
+        data = self._file.read(length) if length else b""
         if len(data) != length:
             raise CorruptRecord(off, f"record {rtype.decode('latin-1')}: truncated data")
         check_crc(rtype, length, crc, data, off)
         self._offset = start + length
+        return off, rtype, data
+
+    def _read_buffer(self, buf: bytes) -> tuple[int, bytes, bytes] | None:
+        # The same checks as decode_header() and check_crc(), inlined: the
+        # CRC's 5 header bytes are the record's own type and length, except
+        # that a D record is checked as the R it was written as.
+        off = self._offset
+        end = self._end
+        if off == end:
+            return None
+        if end - off < HEADER_LEN or len(buf) - off < HEADER_LEN:
+            raise CorruptRecord(off, "truncated record header")
+        rtype, length, crc = _unpack_header(buf, off)
+        t = rtype[0]
+        limit = _MAX_BY_ORD.get(t)
+        if limit is None:
+            raise CorruptRecord(off, f"unknown record type {rtype!r}")
+        if length > limit or length < _MIN_BY_ORD.get(t, 0):
+            raise CorruptRecord(off, f"record {rtype.decode('latin-1')}: bad length {length}")
+        start = off + HEADER_LEN
+        stop = start + length
+        if stop > end or stop > len(buf):
+            raise CorruptRecord(off, f"record {rtype.decode('latin-1')}: truncated data")
+        data = buf[start:stop]
+        if t == _DONE_ORD:
+            head_crc = zlib.crc32(buf[off + 1:off + 5], _R_CRC)
+        else:
+            head_crc = zlib.crc32(buf[off:off + 5])
+        if zlib.crc32(data, head_crc) != crc:
+            raise CorruptRecord(off, f"record {rtype.decode('latin-1')}: CRC mismatch")
+        self._offset = stop
         return off, rtype, data
 
     def expect(self, rtype: bytes) -> tuple[int, bytes]:

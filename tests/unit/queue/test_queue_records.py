@@ -123,3 +123,11 @@ def test_expect():
         r.expect(rec.REC_END)
     with pytest.raises(rec.CorruptRecord, match="missing record"):
         rec.RecordReader(b"").expect(rec.REC_END)
+
+
+def test_buffer_shorter_than_end_is_truncation_not_the_end():
+    blob = rec.encode(rec.REC_FROM, b"a@b") + rec.encode(rec.REC_RCPT, b"c@d\0\0\0" + b"0")
+    for cut in range(1, len(blob)):
+        with pytest.raises(rec.CorruptRecord):
+            list(rec.RecordReader(blob[:cut], 0, len(blob)))
+    assert [t for _, t, _ in rec.RecordReader(blob, 0, len(blob))] == [rec.REC_FROM, rec.REC_RCPT]
