@@ -90,6 +90,10 @@ DEFERRED = "deferred"
 CORRUPT = "corrupt"
 
 
+# Envelope attributes a delivery request carries (deliver()).
+REQUEST_ATTRS = frozenset({"dsn_envid", "dsn_ret", "smtputf8", "body_type"})
+
+
 class Message:
     """An active message: its envelope and the state of this attempt."""
 
@@ -279,6 +283,11 @@ class QueueManager:
         except OSError as exc:
             log.warning("%s: read queue file: %s", qid, exc.strerror or exc)
             return
+        # Up to qmgr_message_active_limit envelopes stay in memory: keep
+        # only what the delivery requests carry (the agents read the
+        # content, and bounce the file, themselves).
+        env.data = None
+        env.attrs = {k: v for k, v in env.attrs.items() if k in REQUEST_ATTRS}
         msg = Message(qid, env, from_queue)
         self.messages[qid] = msg
         pending = [r for r in env.recipients if not r.done]

@@ -60,3 +60,23 @@ async def test_scan_cut_short_by_the_active_limit_says_so(tmp_path):
     await qm.finish(next(iter(qm.messages.values())))
     assert qm.scan(manager.INCOMING, time.time()) is True
     assert set(qm.messages) <= {first, second} and len(qm.messages) == 1
+
+
+async def test_active_message_keeps_only_what_requests_need(tmp_path):
+    # qmgr_message_active_limit envelopes stay in memory: not the file's
+    # bytes, not the client attributes.
+    qm, qdir = _qm(tmp_path)
+    w = qfile.QueueWriter.create(qdir)
+    w.set_arrival(time.time())
+    for k, v in {"client_name": "c.example", "helo_name": "h.example", "dsn_envid": "E1",
+                 "body_type": "8BITMIME"}.items():
+        w.add_attr(k, v)
+    w.set_sender("a@example.org")
+    w.add_recipient(qfile.Recipient("b@one.example"))
+    w.write_content(b"Subject: x\r\n\r\nx\r\n")
+    w.end_content()
+    w.commit()
+    qm.activate(w.queue_id, manager.INCOMING)
+    env = qm.messages[w.queue_id].env
+    assert env.data is None
+    assert env.attrs == {"dsn_envid": "E1", "body_type": "8BITMIME"}
