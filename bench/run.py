@@ -58,7 +58,7 @@ FULL = {
     "e2e": (20, 5000, 1024),
     "latency": 200,
     "conns": [100, 1000, 10000],
-    "queue": 10000,
+    "queue": 100000,              # the figure; --queue-size for less
     "sendmail": 500,
 }
 QUICK = {
