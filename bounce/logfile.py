@@ -45,9 +45,10 @@ DESCRIPTION
     and hash_queue_depth from main.cf apply.
 
     append() writes all its entries with one write(2) on an O_APPEND
-    descriptor and fsyncs (and fsyncs the directory when it created the
-    file): a crash leaves at worst an unterminated last entry, which
-    read() drops.  replace_all() writes a dot-file, fsyncs, renames it over
+    descriptor and fsyncs (and, for bounce/ and trace/, fsyncs the
+    directory when it created the file; a defer log lost in a crash
+    costs only a delay reason, rewritten at the next attempt): a crash
+    leaves at worst an unterminated last entry, which read() drops.  replace_all() writes a dot-file, fsyncs, renames it over
     the log and fsyncs the directory.  All functions block: call them
     from a worker thread in a daemon.
 
@@ -260,7 +261,12 @@ def append(queue_dir: str, log_name: str, queue_id: str,
         os.fsync(fd)
     finally:
         os.close(fd)
-    if created:
+    # A new bounce or trace log's name is made durable: its recipients are
+    # done in the queue file, and the log is all that is left of them.  A
+    # defer log is not: its message stays queued, and the next attempt
+    # writes the reason again; one directory fsync per first deferral
+    # halved the rate at which qmgr could defer (Postfix fsyncs none).
+    if created and log_name != LOG_DEFER:
         _fsync_dir(directory)
 
 

@@ -4,18 +4,23 @@ NAME
     qmgr.bounce_client -- append to defer/bounce logs, flush DSNs
 
 DESCRIPTION
-    One channel, requests one at a time under a lock, so that requests for
-    a message reach the bounce daemon in the order qmgr made them (a defer
-    log removed at activation is never removed after the new reasons were
-    appended). Every method returns True on success and False when the
-    bounce daemon could not do it; qmgr then keeps the recipient or message
-    in the queue, so a failure here delays mail but never loses it.
+    LANES channels; all requests for one message go through the same one,
+    one at a time under its lock, so that they reach the bounce daemon in
+    the order qmgr made them (a defer log removed at activation is never
+    removed after the new reasons were appended). Different messages use
+    different lanes, so their appends (each an fsync in the bounce daemon)
+    overlap: with one channel, deferring 100,000 messages to a dead
+    destination ran at the speed of one fsync after another.
+    Every method returns True on success and False when the bounce daemon
+    could not do it; qmgr then keeps the recipient or message in the
+    queue, so a failure here delays mail but never loses it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import zlib
 
 from fulmar import log
 from fulmar.ipc import channel as ipc
@@ -24,34 +29,49 @@ from fulmar.ipc.frames import KIND_ATTR
 PROTOCOL = "bounce"
 
 
+LANES = 4
+
+
+class _Lane:
+    __slots__ = ("ch", "lock")
+
+    def __init__(self) -> None:
+        self.ch = None
+        self.lock = asyncio.Lock()
+
+
 class BounceClient:
     def __init__(self, ctx) -> None:
         self.ctx = ctx
-        self.ch = None
-        self.lock = asyncio.Lock()
+        self.lanes = [_Lane() for _ in range(LANES)]
         self.ids = itertools.count(1)
         self.timeout = ctx.cfg.get("ipc_timeout")
 
+    def lane(self, queue_id: str) -> _Lane:
+        """The lane of a message: the same for all its requests."""
+        return self.lanes[zlib.crc32(queue_id.encode("ascii", "replace")) % LANES]
+
     async def _call(self, request: dict) -> dict | None:
-        async with self.lock:
+        lane = self.lane(str(request.get("queue_id", "")))
+        async with lane.lock:
             for _attempt in (1, 2):
                 try:
-                    if self.ch is None:
-                        self.ch = await ipc.connect(self.ctx.service_path("bounce"),
+                    if lane.ch is None:
+                        lane.ch = await ipc.connect(self.ctx.service_path("bounce"),
                                                     protocol=PROTOCOL, timeout=self.timeout)
                     req_id = next(self.ids)
-                    await self.ch.send_attr(dict(request, id=req_id))
-                    frame = await self.ch.recv(timeout=self.timeout)
+                    await lane.ch.send_attr(dict(request, id=req_id))
+                    frame = await lane.ch.recv(timeout=self.timeout)
                     if frame is None or frame.kind != KIND_ATTR or frame.attrs.get("id") != req_id:
                         raise ipc.ChannelError("bad reply from bounce service")
                     return frame.attrs
                 except (OSError, ipc.ChannelError, asyncio.TimeoutError) as exc:
-                    if self.ch is not None:
+                    if lane.ch is not None:
                         try:
-                            await self.ch.close()
+                            await lane.ch.close()
                         except Exception:
                             pass
-                    self.ch = None
+                    lane.ch = None
                     error = exc
             log.warning("%s: bounce service: %s", request.get("queue_id", "qmgr"), error or "timeout")
             return None
@@ -87,9 +107,10 @@ class BounceClient:
         return bool(reply) and reply.get("status") == "ok"
 
     async def close(self) -> None:
-        if self.ch is not None:
-            try:
-                await self.ch.close()
-            except Exception:
-                pass
-            self.ch = None
+        for lane in self.lanes:
+            if lane.ch is not None:
+                try:
+                    await lane.ch.close()
+                except Exception:
+                    pass
+                lane.ch = None

@@ -138,3 +138,17 @@ def test_read_of_a_corrupt_file_never_raises(tmp_path, garbage):
     with open(os.path.join(q, "bounce", QID), "wb") as f:
         f.write(garbage)
     logfile.read(q, "bounce", QID, warn=Warnings())
+
+
+def test_new_log_directory_is_synced_for_bounce_and_trace_not_defer(tmp_path, monkeypatch):
+    # bounce/ and trace/ logs hold recipients that are already done in the
+    # queue file: their names are made durable.  A defer log only holds a
+    # delay reason for a message that stays queued.
+    q = str(tmp_path)
+    synced = []
+    monkeypatch.setattr(logfile, "_fsync_dir", synced.append)
+    for name in ("defer", "bounce", "trace"):
+        logfile.append(q, name, QID, [entry()])
+        logfile.append(q, name, QID, [entry()])          # existing file: never
+    assert len(synced) == 2
+    assert not any(os.sep + "defer" in p for p in synced)

@@ -1,0 +1,72 @@
+"""qmgr.bounce_client: one message's requests in order, different
+messages' requests in parallel (their fsyncs overlap in the bounce daemon)."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+from fulmar import config
+from fulmar.daemon import Context
+from fulmar.ipc import channel
+from fulmar.queue import layout
+from qmgr import bounce_client as B
+
+
+def _client(tmp_path):
+    qdir = tmp_path / "queue"
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "main.cf").write_text(f"queue_directory = {qdir}\n")
+    (etc / "master.cf").write_text("")
+    layout.create(str(qdir), os.getuid(), os.getgid())
+    ctx = Context(config.load(str(etc)), service="qmgr", process_name="qmgr")
+    return B.BounceClient(ctx), ctx.service_path("bounce")
+
+
+def _ids_in_distinct_lanes(client, n):
+    ids, lanes = [], set()
+    for i in range(1000):
+        qid = "4Xk2Lm1Qz7z9v%02d" % i
+        lane = id(client.lane(qid))
+        if lane not in lanes:
+            lanes.add(lane)
+            ids.append(qid)
+        if len(ids) == n:
+            return ids
+    raise AssertionError("not enough lanes")
+
+
+async def test_messages_in_parallel_one_message_in_order(tmp_path):
+    client, path = _client(tmp_path)
+    a, b = _ids_in_distinct_lanes(client, 2)
+    seen = []                       # (connection number, queue_id, n)
+    both_waiting = asyncio.Event()
+    waiting = set()
+    conns = iter(range(100))
+
+    async def handler(ch):
+        me = next(conns)
+        while True:
+            attrs = await ch.recv_attr()
+            seen.append((me, attrs["queue_id"], attrs["n"]))
+            waiting.add(attrs["queue_id"])
+            if len(waiting) >= 2:
+                both_waiting.set()
+            # Nothing is answered until requests for both messages are in:
+            # a client that sends one request at a time never gets here.
+            await asyncio.wait_for(both_waiting.wait(), 5)
+            await ch.send_attr({"id": attrs["id"], "status": "ok"})
+
+    server = await channel.serve(path, B.PROTOCOL, handler)
+    try:
+        results = await asyncio.gather(*(client.append("defer", qid, {"n": n})
+                                         for n in range(3) for qid in (a, b)))
+        assert all(results)
+        for qid in (a, b):
+            mine = [(c, n) for c, q, n in seen if q == qid]
+            assert [n for _, n in mine] == [0, 1, 2]          # in order
+            assert len({c for c, _ in mine}) == 1               # on one channel
+        assert len({c for c, _, _ in seen}) == 2
+    finally:
+        await client.close()
+        server.close()
