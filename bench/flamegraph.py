@@ -12,7 +12,7 @@ Interface
         box with a <title> tooltip "frame (N samples, P%)".
 
 py-spy renders one process per SVG; the daemons Fulmar profiles run as
-several processes (one smtpd per CPU, several smtp agents), so
+several processes (smtpd workers, several smtp agents), so
 bench/profile.py records each in raw format and merges them here.
 No dependencies; pure functions.
 """

@@ -18,7 +18,7 @@ Both instances get the same main.cf essentials (relay everything from
 limit, maillog_file) so the numbers compare like with like.  Postfix's
 smtpd gets maxproc 1000 (one process per session; its default of 100
 would cap the connection-scale workload); Fulmar's smtpd keeps "-"
-(one worker per CPU, each serving many sessions).
+(one worker per two CPUs, each serving many sessions).
 
 Everything lives under `base` (mode 755 so that mail_owner can reach it);
 nothing under /etc/postfix or /var/spool/postfix is touched.  Failure: a

@@ -22,11 +22,13 @@ connections at once, so Postfix's maxproc (a limit on single-connection
 processes) becomes an upper bound on processes:
 
     limit   = maxproc, or default_process_limit when the column is "-"
-    workers = default_worker_processes (0: one per CPU)
+    workers = default_worker_processes (0: one per two CPUs, at least one)
     count   = max(1, min(limit, workers))      (limit 0 means "no limit")
 
 so `qmgr ... 1 qmgr` gets exactly one process and `smtp inet ... - smtpd`
-gets one per CPU.
+one per two CPUs: the other half run cleanup, qmgr and the delivery
+agents, and every worker of a service is woken by each new connection
+(docs/performance.md: on 2 CPUs one smtpd beat two in every workload).
 
 On demand (is_on_demand): a `unix` service whose wakeup column is 0 and
 whose daemon implements idle exit (ON_DEMAND_COMMANDS: cleanup, bounce,
@@ -150,7 +152,7 @@ def worker_count(maxproc: int | None, default_process_limit: int,
                  worker_processes: int, cpu_count: int | None) -> int:
     """Processes to run for one service (see the module docstring)."""
     limit = default_process_limit if maxproc is None else maxproc
-    workers = worker_processes if worker_processes > 0 else (cpu_count or 1)
+    workers = worker_processes if worker_processes > 0 else (cpu_count or 1) // 2
     if limit > 0:
         workers = min(workers, limit)
     return max(1, workers)

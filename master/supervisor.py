@@ -98,7 +98,7 @@ STARTUP_READY_WAIT = 10.0
 # Fulmar parameters master owns; they are declared in fulmar/config/params.py.
 # XXX The fallbacks keep master working against a registry that lacks them.
 PARAM_FALLBACKS = {
-    "default_worker_processes": 0,       # 0: one per CPU
+    "default_worker_processes": 0,       # 0: one per two CPUs
     "service_stop_timeout": 30,          # seconds
 }
 

@@ -85,6 +85,9 @@ class Instance:
             "mail_owner": _mail_owner(),
             "service_throttle_time": "60s",
             "inet_protocols": "all",
+            # Two workers per service whatever the machine's CPU count
+            # (the default is one per two CPUs): the tests count them.
+            "default_worker_processes": "2",
         }
         if os.geteuid() == 0:
             settings["setgid_group"] = os.environ.get("FULMAR_TEST_SETGID_GROUP", "nogroup")

@@ -76,9 +76,11 @@ def test_is_runnable_script():
 
 
 @pytest.mark.parametrize("maxproc, default_limit, workers, cpus, expected", [
-    (None, 100, 0, 8, 8),      # smtpd "-": one per CPU
+    (None, 100, 0, 8, 4),      # smtpd "-": one per two CPUs
+    (None, 100, 0, 2, 1),      # ... so one on the 2-CPU bench machine
+    (None, 100, 0, 1, 1),      # ... and at least one
     (1, 100, 0, 8, 1),         # qmgr, pickup
-    (0, 100, 0, 8, 8),         # cleanup "0" = unlimited: one per CPU
+    (0, 100, 0, 8, 4),         # "0" = unlimited: one per two CPUs
     (2, 100, 0, 8, 2),         # explicit smaller maxproc wins
     (None, 3, 0, 8, 3),        # default_process_limit caps too
     (None, 100, 4, 8, 4),      # default_worker_processes set
