@@ -39,6 +39,14 @@ class _Lane:
         self.ch = None
         self.lock = asyncio.Lock()
 
+    async def close(self) -> None:
+        if self.ch is not None:
+            try:
+                await self.ch.close()
+            except Exception:
+                pass
+            self.ch = None
+
 
 class BounceClient:
     def __init__(self, ctx) -> None:
@@ -66,12 +74,7 @@ class BounceClient:
                         raise ipc.ChannelError("bad reply from bounce service")
                     return frame.attrs
                 except (OSError, ipc.ChannelError, asyncio.TimeoutError) as exc:
-                    if lane.ch is not None:
-                        try:
-                            await lane.ch.close()
-                        except Exception:
-                            pass
-                    lane.ch = None
+                    await lane.close()
                     error = exc
             log.warning("%s: bounce service: %s", request.get("queue_id", "qmgr"), error or "timeout")
             return None
@@ -108,9 +111,4 @@ class BounceClient:
 
     async def close(self) -> None:
         for lane in self.lanes:
-            if lane.ch is not None:
-                try:
-                    await lane.ch.close()
-                except Exception:
-                    pass
-                lane.ch = None
+            await lane.close()

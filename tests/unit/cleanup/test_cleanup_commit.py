@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import os
 
-from fulmar import config
-from fulmar.daemon import Context
 from fulmar.ipc import channel
-from fulmar.queue import layout, qfile
+from fulmar.queue import qfile
 from cleanup import service as S
 
 
-def _service(tmp_path):
-    qdir = tmp_path / "queue"
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    (etc / "main.cf").write_text(f"queue_directory = {qdir}\nmyhostname = mx.example.com\n")
-    (etc / "master.cf").write_text("")
-    layout.create(str(qdir), os.getuid(), os.getgid())
-    cfg = config.load(str(etc))
-    return S.CleanupService(Context(cfg, service="cleanup", process_name="cleanup")), str(qdir)
+def _service(daemon_context):
+    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
+    return S.CleanupService(ctx), qdir
 
 
 async def _open(path, n):
@@ -44,8 +36,8 @@ async def _commit(ch):
     return await ch.recv_attr(timeout=5)
 
 
-async def test_only_message_is_committed_without_a_thread(tmp_path, monkeypatch):
-    svc, qdir = _service(tmp_path)
+async def test_only_message_is_committed_without_a_thread(daemon_context, tmp_path, monkeypatch):
+    svc, qdir = _service(daemon_context)
     submitted = []
     monkeypatch.setattr(svc.executor, "submit", lambda fn: submitted.append(fn))
     path = str(tmp_path / "cleanup.sock")
@@ -63,8 +55,8 @@ async def test_only_message_is_committed_without_a_thread(tmp_path, monkeypatch)
         svc.executor.shutdown()
 
 
-async def test_concurrent_messages_commit_in_worker_threads(tmp_path, monkeypatch):
-    svc, qdir = _service(tmp_path)
+async def test_concurrent_messages_commit_in_worker_threads(daemon_context, tmp_path, monkeypatch):
+    svc, qdir = _service(daemon_context)
     submitted = []
     real_submit = svc.executor.submit
 

@@ -3,23 +3,13 @@ messages' requests in parallel (their fsyncs overlap in the bounce daemon)."""
 from __future__ import annotations
 
 import asyncio
-import os
 
-from fulmar import config
-from fulmar.daemon import Context
 from fulmar.ipc import channel
-from fulmar.queue import layout
 from qmgr import bounce_client as B
 
 
-def _client(tmp_path):
-    qdir = tmp_path / "queue"
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    (etc / "main.cf").write_text(f"queue_directory = {qdir}\n")
-    (etc / "master.cf").write_text("")
-    layout.create(str(qdir), os.getuid(), os.getgid())
-    ctx = Context(config.load(str(etc)), service="qmgr", process_name="qmgr")
+def _client(daemon_context):
+    ctx, _qdir = daemon_context("qmgr")
     return B.BounceClient(ctx), ctx.service_path("bounce")
 
 
@@ -36,8 +26,8 @@ def _ids_in_distinct_lanes(client, n):
     raise AssertionError("not enough lanes")
 
 
-async def test_messages_in_parallel_one_message_in_order(tmp_path):
-    client, path = _client(tmp_path)
+async def test_messages_in_parallel_one_message_in_order(daemon_context):
+    client, path = _client(daemon_context)
     a, b = _ids_in_distinct_lanes(client, 2)
     seen = []                       # (connection number, queue_id, n)
     both_waiting = asyncio.Event()

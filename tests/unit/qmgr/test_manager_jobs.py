@@ -12,23 +12,16 @@ import asyncio
 import os
 import threading
 
-from fulmar import config, log
-from fulmar.daemon import Context
-from fulmar.queue import layout, qfile
+from fulmar import log
+from fulmar.queue import qfile
 from qmgr import manager
 from qmgr.scheduler import Job
 
 
-def _setup(tmp_path):
-    qdir = tmp_path / "queue"
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    (etc / "main.cf").write_text(f"queue_directory = {qdir}\nmydestination =\n")
-    (etc / "master.cf").write_text("")
-    layout.create(str(qdir), os.getuid(), os.getgid())
-    cfg = config.load(str(etc))
-    qm = manager.QueueManager(Context(cfg, service="qmgr", process_name="qmgr"))
-    w = qfile.QueueWriter.create(str(qdir))
+def _setup(daemon_context):
+    ctx, qdir = daemon_context("qmgr", "mydestination =\n")
+    qm = manager.QueueManager(ctx)
+    w = qfile.QueueWriter.create(qdir)
     w.set_arrival(1.0)
     w.set_sender("a@example.org")
     for r in ("b@one.example", "c@two.example"):
@@ -37,12 +30,12 @@ def _setup(tmp_path):
     w.end_content()
     w.commit()
     qid = w.queue_id
-    qfile.move(str(qdir), qid, "incoming", "active")
-    env = qfile.read_envelope(qfile.path_of(str(qdir), "active", qid))
+    qfile.move(qdir, qid, "incoming", "active")
+    env = qfile.read_envelope(qfile.path_of(qdir, "active", qid))
     msg = manager.Message(qid, env, "incoming")
     msg.jobs = 2
     jobs = [Job(msg, "smtp", f"{i}.example", [r]) for i, r in enumerate(env.recipients)]
-    return qm, msg, jobs, qfile.path_of(str(qdir), "active", qid)
+    return qm, msg, jobs, qfile.path_of(qdir, "active", qid)
 
 
 def _sent(rcpt):
@@ -50,8 +43,8 @@ def _sent(rcpt):
             "relay": "x"}
 
 
-async def test_two_jobs_end_the_message_once(tmp_path, monkeypatch):
-    qm, msg, (job1, job2), path = _setup(tmp_path)
+async def test_two_jobs_end_the_message_once(daemon_context, monkeypatch):
+    qm, msg, (job1, job2), path = _setup(daemon_context)
     lines: list[str] = []
     monkeypatch.setattr(log, "info", lambda fmt, *a: lines.append("info: " + fmt % a))
     monkeypatch.setattr(log, "warning", lambda fmt, *a: lines.append("warning: " + fmt % a))

@@ -11,22 +11,13 @@ from __future__ import annotations
 import os
 import time
 
-from fulmar import config
-from fulmar.daemon import Context
-from fulmar.queue import layout, qfile
+from fulmar.queue import qfile
 from qmgr import manager
 
 
-def _qm(tmp_path, active_limit=20000):
-    qdir = tmp_path / "queue"
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    (etc / "main.cf").write_text(f"queue_directory = {qdir}\nmydestination =\n"
-                                 f"qmgr_message_active_limit = {active_limit}\n")
-    (etc / "master.cf").write_text("")
-    layout.create(str(qdir), os.getuid(), os.getgid())
-    cfg = config.load(str(etc))
-    return manager.QueueManager(Context(cfg, service="qmgr", process_name="qmgr")), str(qdir)
+def _qm(daemon_context, active_limit=20000):
+    ctx, qdir = daemon_context("qmgr", f"mydestination =\nqmgr_message_active_limit = {active_limit}\n")
+    return manager.QueueManager(ctx), qdir
 
 
 def _message(qdir):
@@ -40,8 +31,8 @@ def _message(qdir):
     return w.queue_id
 
 
-async def test_finishing_a_message_does_not_ask_for_a_scan(tmp_path):
-    qm, qdir = _qm(tmp_path)
+async def test_finishing_a_message_does_not_ask_for_a_scan(daemon_context):
+    qm, qdir = _qm(daemon_context)
     qid = _message(qdir)
     qm.incoming_wanted = False
     qm.activate(qid, manager.INCOMING)
@@ -52,8 +43,8 @@ async def test_finishing_a_message_does_not_ask_for_a_scan(tmp_path):
     assert qm.incoming_wanted is False
 
 
-async def test_scan_cut_short_by_the_active_limit_says_so(tmp_path):
-    qm, qdir = _qm(tmp_path, active_limit=1)
+async def test_scan_cut_short_by_the_active_limit_says_so(daemon_context):
+    qm, qdir = _qm(daemon_context, active_limit=1)
     first, second = _message(qdir), _message(qdir)
     assert qm.scan(manager.INCOMING, time.time()) is False
     assert len(qm.messages) == 1
@@ -62,10 +53,10 @@ async def test_scan_cut_short_by_the_active_limit_says_so(tmp_path):
     assert set(qm.messages) <= {first, second} and len(qm.messages) == 1
 
 
-async def test_active_message_keeps_only_what_requests_need(tmp_path):
+async def test_active_message_keeps_only_what_requests_need(daemon_context):
     # qmgr_message_active_limit envelopes stay in memory: not the file's
     # bytes, not the client attributes.
-    qm, qdir = _qm(tmp_path)
+    qm, qdir = _qm(daemon_context)
     w = qfile.QueueWriter.create(qdir)
     w.set_arrival(time.time())
     for k, v in {"client_name": "c.example", "helo_name": "h.example", "dsn_envid": "E1",
