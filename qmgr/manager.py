@@ -90,6 +90,9 @@ DEFERRED = "deferred"
 CORRUPT = "corrupt"
 
 
+# A finished message asks for an incoming/ scan if none ran for this long.
+INCOMING_RESCAN = 1.0
+
 # Envelope attributes a delivery request carries (deliver()).
 REQUEST_ATTRS = frozenset({"dsn_envid", "dsn_ret", "smtputf8", "body_type"})
 
@@ -138,6 +141,7 @@ class QueueManager:
         self.bounce = BounceClient(ctx)
         self.kick = asyncio.Event()           # something to schedule or scan
         self.incoming_wanted = True           # scan incoming/ at next chance
+        self.incoming_scanned = 0.0           # time of the last incoming/ scan
         self.deferred_scan_due = 0.0
         self.force_deferred = False
         self.tasks: set[asyncio.Task] = set()
@@ -221,6 +225,7 @@ class QueueManager:
                     if qid not in self.messages:
                         self.activate(qid, INCOMING)
             if self.incoming_wanted and len(self.messages) < self.active_limit:
+                self.incoming_scanned = now
                 self.incoming_wanted = not self.scan(INCOMING, now)
             if now >= self.deferred_scan_due and len(self.messages) < self.active_limit:
                 complete = self.scan(DEFERRED, now, force=self.force_deferred)
@@ -506,9 +511,13 @@ class QueueManager:
             log.info("%s: removed", qid)
         finally:
             self.messages.pop(qid, None)
-            # No incoming/ scan here: cleanup's wakeups name each new
-            # file, and a scan cut short by the active limit asks for the
-            # next one itself (run()).
+            # cleanup's wakeups name each new file, and a scan cut short by
+            # the active limit asks for the next one itself (run()); so a
+            # finished message asks for a scan at most once a second, for a
+            # file whose wakeup was lost (qmgr busy restarting, say), not
+            # once per message as it did (an opendir/getdents/close each).
+            if now - self.incoming_scanned >= INCOMING_RESCAN:
+                self.incoming_wanted = True
             self.kick.set()
 
     def _remove_defer_log(self, qid: str) -> None:

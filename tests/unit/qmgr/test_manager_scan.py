@@ -1,8 +1,9 @@
 """qmgr.manager: when incoming/ is scanned.
 
 cleanup's wakeup names each new file, so qmgr activates it directly; a
-finished message does not trigger a directory scan (it used to, once per
-message: an opendir/getdents/close and a Python loop on the delivery path).
+finished message asks for a directory scan at most once a second (it used
+to, once per message: an opendir/getdents/close and a Python loop on the
+delivery path), enough to pick up a file whose wakeup was lost.
 A scan cut short by qmgr_message_active_limit reports it, so run() scans
 again once there is room.
 """
@@ -31,16 +32,20 @@ def _message(qdir):
     return w.queue_id
 
 
-async def test_finishing_a_message_does_not_ask_for_a_scan(daemon_context):
+async def test_finishing_a_message_asks_for_a_scan_at_most_once_a_second(daemon_context):
     qm, qdir = _qm(daemon_context)
-    qid = _message(qdir)
+    first, second = _message(qdir), _message(qdir)
     qm.incoming_wanted = False
-    qm.activate(qid, manager.INCOMING)
-    msg = qm.messages[qid]
-    await qm.finish(msg)
-    assert not os.path.exists(qfile.path_of(qdir, "active", qid))
-    assert qid not in qm.messages
+    qm.incoming_scanned = time.time()            # a scan just ran
+    qm.activate(first, manager.INCOMING)
+    await qm.finish(qm.messages[first])
+    assert not os.path.exists(qfile.path_of(qdir, "active", first))
+    assert first not in qm.messages
     assert qm.incoming_wanted is False
+    qm.incoming_scanned = time.time() - manager.INCOMING_RESCAN   # long enough ago
+    qm.activate(second, manager.INCOMING)
+    await qm.finish(qm.messages[second])
+    assert qm.incoming_wanted is True
 
 
 async def test_scan_cut_short_by_the_active_limit_says_so(daemon_context):
