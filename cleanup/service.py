@@ -15,8 +15,9 @@ DESCRIPTION
 
     Per message:
 
-    1. `open` creates a dot-file in `incoming/` (fulmar.queue.qfile; on
-       the event loop: no fsync there) and answers with the queue ID, which smtpd logs (`QID: client=...`).
+    1. `open` takes a dot-file in `incoming/` (fulmar.queue.qfile; the
+       spare made after the previous `open`, or a new one) and answers
+       with the queue ID, which smtpd logs (`QID: client=...`).
     2. Envelope records (`A` attributes, one `S`, `R` recipients), then `M`.
     3. Content blocks `B`: the header section goes through
        cleanup.headers (addresses in From:/To:/... rewritten by
@@ -26,9 +27,11 @@ DESCRIPTION
        for local submissions or with `always_add_missing_headers`); the body
        is written through untouched. `message_size_limit` is enforced on the
        stored size.
-    4. `X`, then `E`: the file is committed (write, fsync, rename, directory
-       fsync) in a worker thread, off the event loop, and only then does
-       cleanup answer `ok`; then qmgr gets a wakeup on `public/qmgr`.
+    4. `X`, then `E`: the file is committed (write, link, fdatasync,
+       directory fsync) - on the event loop when it is the only message in
+       progress, else in a worker thread so that fsyncs overlap - and only
+       then does cleanup answer `ok`; then qmgr gets a wakeup on
+       `public/qmgr`.
 
     Results: `ok`, `reject` (bad envelope, too many hops: 5xx),
     `toolarge` (552), `diskfull` (452), `tempfail` (451). smtpd maps them to
