@@ -6,7 +6,7 @@ Interface
         .start() / .stop()   `postfix -c base/etc start|stop` (the right binary)
         .start_sink() / .stop_sink()   smtp-sink on sink_port (the relayhost)
         .processes() -> list[Proc]     master and all its descendants
-        .queue_counts() -> dict        files in incoming/active/deferred/hold/maildrop
+        .queue_counts() -> dict        messages (not dot-files) in incoming/active/deferred/hold/maildrop
         .sent_count() -> int           "status=sent" lines in the maillog
         .postqueue / .sendmail         argv prefixes of the instance's commands
     Proc(pid, name, ...)  name is the Postfix program name (smtpd, cleanup, ...)
@@ -316,7 +316,9 @@ class Instance:
                         for e in it:
                             if e.is_dir(follow_symlinks=False):
                                 stack.append(e.path)
-                            else:
+                            elif not e.name.startswith("."):
+                                # A dot-file is a queue file being written
+                                # (or cleanup's spare), not a queued message.
                                 n += 1
                 except OSError:
                     pass

@@ -89,3 +89,17 @@ def test_collapsed_stacks_merge_and_rank():
     svg = flamegraph.render_svg(stacks, "t")
     assert svg.startswith("<?xml") and svg.rstrip().endswith("</svg>")
     assert "parse (c.py) (35 samples" in svg
+
+
+def test_queue_counts_skip_dot_files(tmp_path):
+    # cleanup keeps a spare dot-file in incoming/; a drained queue is one
+    # without messages, not one without files.
+    I = _load("instances")
+    inst = I.Instance("fulmar", str(tmp_path), 1, 2)
+    for q in I.QUEUES:
+        os.makedirs(os.path.join(inst.queue, q, "A"), exist_ok=True)
+    open(os.path.join(inst.queue, "incoming", ".1234.5"), "w").close()
+    open(os.path.join(inst.queue, "deferred", "A", "4jck4m1219zK8ZC"), "w").close()
+    counts = inst.queue_counts()
+    assert counts["incoming"] == 0 and counts["deferred"] == 1
+    assert inst.queue_total() == 1
