@@ -328,23 +328,17 @@ class Submission:
         if self.status != STATUS_OK:
             self.writer.abort()
             return self.status, self.reason
-        if self.service.active == 1:
-            # The only message in this process: commit on the event loop.
-            # Nothing else can wait behind the fsync except a client's next
-            # `open` (for at most one fsync), and the thread hand-off costs
-            # more than it saves: on the 2-CPU bench machine 0.1 ms less to
-            # the 250 and 0.4 ms less to the reply after it
-            # (docs/performance.md).  Several messages: a worker thread, so
-            # their fsyncs overlap.
-            log.info("%s: message-id=%s", self.queue_id, self.message_id or "")
-            done = None
-        else:
-            # executor.submit + wrap_future: one thread hop, without
-            # run_in_executor's per-call coroutine check.
-            done = self.service.executor.submit(self.writer.commit)
-            # Logged while the commit thread waits for the disk, as Postfix's
-            # cleanup logs it when it sees the header: before the outcome.
-            log.info("%s: message-id=%s", self.queue_id, self.message_id or "")
+        # The only message in this process is committed on the event loop:
+        # nothing else can wait behind the fsync except a client's next
+        # `open` (for at most one fsync), and the thread hand-off costs more
+        # than it saves (on the 2-CPU bench machine 0.1 ms to the 250 and
+        # 0.4 ms to the reply after it, docs/performance.md).  Several
+        # messages: worker threads, so that their fsyncs overlap
+        # (executor.submit + wrap_future: no run_in_executor coroutine check).
+        done = None if self.service.active == 1 else self.service.executor.submit(self.writer.commit)
+        # Logged before the outcome, as Postfix's cleanup logs it when it
+        # sees the header (and, threaded, while the disk works).
+        log.info("%s: message-id=%s", self.queue_id, self.message_id or "")
         try:
             if done is None:
                 self.writer.commit()

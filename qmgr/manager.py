@@ -12,8 +12,10 @@ DESCRIPTION
     (wakeups from cleanup, flush requests from postqueue/postfix).
 
     incoming/ -> active/
-        On a wakeup naming a queue ID, and on scans of incoming/ (at start
-        and every `queue_run_delay`), files are renamed into active/ while
+        On a wakeup naming a queue ID, and on scans of incoming/ (at start,
+        every `queue_run_delay`, after a scan cut short by the active limit
+        and at most once a second while messages finish), files are
+        renamed into active/ while
         fewer than `qmgr_message_active_limit` messages are active. The
         envelope is read (fulmar.queue.qfile); a corrupt file goes to
         corrupt/ with a warning. qmgr logs
@@ -28,8 +30,11 @@ DESCRIPTION
     delivery
         A job is a `deliver` request on a channel to `private/<transport>`
         (a pool of connections per transport; each connection carries one
-        request at a time). The agent logs the delivery lines and answers
-        with per-recipient results.
+        request at a time), with the content offsets so that the agent
+        reads only the content. The agent logs the delivery lines and
+        answers with per-recipient results. qmgr keeps only the envelope
+        fields the requests carry, for up to `qmgr_message_active_limit`
+        messages.
 
     results
         sent: the recipient is done. bounced: the reason is appended to
@@ -66,7 +71,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 import time
 
 from fulmar import log
@@ -75,6 +79,7 @@ from fulmar.ipc import channel as ipc
 from fulmar.ipc.frames import KIND_ATTR
 from fulmar.queue import qfile
 from fulmar.queue import qid as queue_ids
+from fulmar.queue import showq
 from fulmar.resolve import Resolver
 from fulmar.smtp import delivery_log
 from fulmar.smtp.dsn import DSN_NOTIFY_SUCCESS
@@ -300,9 +305,7 @@ class QueueManager:
                  qid, env.sender, env.content_size, len(env.recipients))
         if from_queue == DEFERRED:
             self._remove_defer_log(qid)
-        # postsuper -e/-f marks a file with the group-execute bit, as
-        # Postfix does; the mode comes from read_envelope's fstat.
-        if pending and env.mode & stat.S_IXGRP:
+        if pending and showq.is_force_expired(env.mode):   # from read_envelope's fstat
             # postsuper -e/-f: return to sender without another attempt.
             msg.force_expired = True
             for rcpt in pending:

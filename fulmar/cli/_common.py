@@ -45,6 +45,15 @@ class Fatal(SystemExit):
     """Raised by fatal(); carries the exit status."""
 
 
+def run_main(run, argv: list[str] | None, **kw) -> int:
+    """A command's main(): run(args) on sys.argv[1:] (or argv), or the
+    status of the fatal() that ended it."""
+    try:
+        return run(sys.argv[1:] if argv is None else argv, **kw)
+    except Fatal as exc:
+        return exc.code
+
+
 def fatal(prog: str, status: int, text: str):
     sys.stdout.flush()
     sys.stderr.write("%s: fatal: %s\n" % (prog, text))

@@ -13,10 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     require_python()
     from fulmar.cli import _common as C
     from fulmar.cli import sendmail
-    try:
-        return sendmail.run(sys.argv[1:] if argv is None else argv, prog_mode="i")
-    except C.Fatal as exc:
-        return exc.code
+    return C.run_main(sendmail.run, argv, prog_mode="i")
 
 
 if __name__ == "__main__":

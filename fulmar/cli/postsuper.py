@@ -55,6 +55,7 @@ import sys
 import time
 
 from fulmar.cli import _common as C
+from fulmar.queue.showq import FORCE_EXPIRE_BIT
 from fulmar.version import require_python
 
 PROG = "postsuper"
@@ -79,7 +80,6 @@ SUMMARY = {"d": "Deleted", "h": "Placed on hold", "H": "Released from hold",
 ORDER = "dhHrfe"          # operations run in this order when combined
 # A dot-file younger than this may still be written (Postfix: MAX_TEMP_AGE).
 FRESH_TEMP = 60 * 60
-FORCE_EXPIRE_BIT = stat.S_IXGRP
 SYSLOG_SOCKET = "/dev/log"
 
 
@@ -317,10 +317,7 @@ def run(argv: list[str], require_root: bool = True) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     require_python()
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except C.Fatal as exc:
-        return exc.code
+    return C.run_main(run, argv)
 
 
 if __name__ == "__main__":

@@ -176,10 +176,7 @@ def run(argv: list[str], out=None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     require_python()
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except C.Fatal as exc:
-        return exc.code
+    return C.run_main(run, argv)
 
 
 if __name__ == "__main__":
