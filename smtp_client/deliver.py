@@ -498,6 +498,12 @@ class Agent:
                     frame = await ch.recv(timeout=None)
                 except (channel.ChannelError, ConnectionError, asyncio.IncompleteReadError, EOFError):
                     break
+                if ch.closed:
+                    # stop() closed this channel while the request was on its
+                    # way: no reply can go back, so qmgr sends the request
+                    # again elsewhere.  Delivering it here too would deliver
+                    # the message twice (seen in a reload during a stream).
+                    break
                 attrs = _frame_attrs(frame)
                 if not isinstance(attrs, dict) or attrs.get("request") != "deliver":
                     self.log.warning("unexpected delivery request: %.100r", attrs)

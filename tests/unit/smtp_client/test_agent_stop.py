@@ -72,3 +72,23 @@ async def test_stop_closes_idle_and_finishes_busy_channels():
     assert busy.sent == [{"id": 7, "results": [{"offset": 1, "status": "sent", "dsn": "2.0.0",
                                                   "reason": "ok", "relay": "x"}]}]
     assert busy.closed and idle.sent == []
+
+
+async def test_request_read_after_stop_closed_its_channel_is_not_delivered():
+    # The request was already received when stop() closed the idle channel:
+    # qmgr gets no reply and sends it again elsewhere, so it must not be
+    # delivered here as well (a reload during a stream delivered a message
+    # twice this way).
+    agent = make_agent()
+    delivered = []
+
+    async def deliver(req):
+        delivered.append(req["id"])
+        return []
+
+    agent.deliver = deliver
+    ch = FakeChannel()
+    ch.inbox.put_nowait({"request": "deliver", "id": 9, "recipients": []})
+    ch.closed = True                      # what stop()'s abort() left behind
+    await asyncio.wait_for(agent.handle_channel(ch), 5)
+    assert delivered == [] and ch.sent == []
