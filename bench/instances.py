@@ -6,7 +6,7 @@ Interface
         .start() / .stop()   `postfix -c base/etc start|stop` (the right binary)
         .start_sink() / .stop_sink()   smtp-sink on sink_port (the relayhost)
         .processes() -> list[Proc]     master and all its descendants
-        .queue_counts() -> dict        messages (not dot-files) in incoming/active/deferred/hold/maildrop
+        .queue_counts() -> dict        messages (not files being written) in incoming/active/deferred/hold/maildrop
         .sent_count() -> int           "status=sent" lines in the maillog
         .postqueue / .sendmail         argv prefixes of the instance's commands
     Proc(pid, name, ...)  name is the Postfix program name (smtpd, cleanup, ...)
@@ -197,6 +197,13 @@ def wait_port(port: int, timeout: float) -> bool:
     return False
 
 
+def _ready(entry) -> bool:
+    try:
+        return bool(entry.stat().st_mode & 0o100)    # qfile.READY_BIT
+    except FileNotFoundError:
+        return False
+
+
 class Instance:
     def __init__(self, kind: str, base: str, smtpd_port: int, sink_port: int):
         assert kind in ("fulmar", "postfix")
@@ -316,9 +323,10 @@ class Instance:
                         for e in it:
                             if e.is_dir(follow_symlinks=False):
                                 stack.append(e.path)
-                            elif not e.name.startswith("."):
-                                # A dot-file is a queue file being written
-                                # (or cleanup's spare), not a queued message.
+                            elif not e.name.startswith(".") and (q != "incoming" or _ready(e)):
+                                # A dot-file, or a file in incoming/ without
+                                # its ready bit, is being written (or is one
+                                # of cleanup's spares): not a queued message.
                                 n += 1
                 except OSError:
                     pass

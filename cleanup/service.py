@@ -15,9 +15,10 @@ DESCRIPTION
 
     Per message:
 
-    1. `open` takes a dot-file in `incoming/` (fulmar.queue.qfile; the
-       spare made after the previous `open`, or a new one) and answers
-       with the queue ID, which smtpd logs (`QID: client=...`).
+    1. `open` takes a queue file in `incoming/` (fulmar.queue.qfile: named
+       by its queue ID, not yet ready, its name already durable; one of the
+       spares a worker thread creates ahead, or a new one) and answers with
+       the queue ID, which smtpd logs (`QID: client=...`).
     2. Envelope records (`A` attributes, one `S`, `R` recipients), then `M`.
     3. Content blocks `B`: the header section goes through
        cleanup.headers (addresses in From:/To:/... rewritten by
@@ -27,8 +28,8 @@ DESCRIPTION
        for local submissions or with `always_add_missing_headers`); the body
        is written through untouched. `message_size_limit` is enforced on the
        stored size.
-    4. `X`, then `E`: the file is committed (write, link, fdatasync,
-       directory fsync) - on the event loop when it is the only message in
+    4. `X`, then `E`: the file is committed (write, ready bit, fsync) -
+       on the event loop when it is the only message in
        progress, else in a worker thread so that fsyncs overlap - and only
        then does cleanup answer `ok`; then qmgr gets a wakeup on
        `public/qmgr`.
@@ -44,8 +45,10 @@ DESCRIPTION
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import errno
+import threading
 import time
 
 from fulmar import log
@@ -74,8 +77,12 @@ STATUS_REJECT = "reject"
 STATUS_TOOLARGE = "toolarge"
 STATUS_DISKFULL = "diskfull"
 
-# A spare queue file older than this is replaced (CleanupService._take_writer).
-SPARE_MAX_AGE = 2.0
+# A spare queue file older than this is replaced: its queue ID carries its
+# creation time (SparePool).  Long enough that a server receiving a message
+# a minute still finds one.
+SPARE_MAX_AGE = 60.0
+# Spare queue files kept at most (one per message in progress, and one).
+SPARE_MAX = 8
 
 # Origins whose mail gets missing headers added, as Postfix does for
 # locally submitted mail (local_header_rewrite_clients covers loopback).
@@ -351,6 +358,69 @@ class Submission:
         return STATUS_OK, ""
 
 
+class SparePool:
+    """Queue files created ahead by a worker thread; the event loop takes them.
+
+    take() and want() run on the event loop, _fill() in the pool's own
+    thread (one fill at a time); the lock guards the list against close()
+    (a stop) racing a fill.
+    """
+
+    def __init__(self, queue_dir: str) -> None:
+        self.queue_dir = queue_dir
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spare")
+        self._lock = threading.Lock()
+        self._files: collections.deque = collections.deque()   # (writer, made)
+        self._filling = False
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def take(self) -> qfile.QueueWriter | None:
+        """A spare younger than SPARE_MAX_AGE, or None."""
+        now = time.monotonic()
+        with self._lock:
+            while self._files:
+                writer, made = self._files.popleft()
+                if now - made <= SPARE_MAX_AGE:
+                    return writer
+                writer.abort()
+        return None
+
+    def want(self, n: int) -> None:
+        """Have n spares soon: below that, fill up to SPARE_MAX."""
+        if self._filling or self._closed or len(self._files) >= n:
+            return
+        self._filling = True
+        try:
+            self.executor.submit(self._fill, SPARE_MAX - len(self._files))
+        except RuntimeError:            # executor shut down: stopping
+            self._filling = False
+
+    def _fill(self, n: int) -> None:
+        try:
+            writers = qfile.QueueWriter.create_many(self.queue_dir, n)
+        except OSError:
+            writers = []        # the next open creates its own, and reports the error
+        made = time.monotonic()
+        with self._lock:
+            for writer in writers:
+                if self._closed:
+                    writer.abort()
+                else:
+                    self._files.append((writer, made))
+            self._filling = False
+
+    def close(self) -> None:
+        """Remove every spare; later fills remove theirs."""
+        with self._lock:
+            self._closed = True
+            while self._files:
+                self._files.popleft()[0].abort()
+        self.executor.shutdown(wait=False)
+
+
 class CleanupService:
     """Shared state of one cleanup process."""
 
@@ -380,45 +450,29 @@ class CleanupService:
         # smtpd retries an open that fails on a pooled channel.
         self.stopping = False
         self.idle: set = set()
-        # A queue file created ahead for the next `open` (see _take_writer).
-        self.spare: tuple[qfile.QueueWriter, float] | None = None
+        # Queue files created ahead for the next `open`s (see _take_writer).
+        self.spares = SparePool(self.queue_dir)
 
     def stop(self) -> None:
         self.stopping = True
         for ch in list(self.idle):
             ch.abort()
-        self._drop_spare()
+        self.spares.close()
 
-    # -- the spare queue file --------------------------------------------------
-    # Creating a queue file costs 50-150 us on ext4 (an inode, a journal
-    # entry), on smtpd's RCPT reply path.  So the file for the next message
-    # is created after an `open` has been answered, off that path, and the
-    # next `open` takes it.  Its queue ID carries its creation time, so a
-    # spare older than SPARE_MAX_AGE is replaced instead; a crash leaves it
-    # as a dot-file, which readers ignore and postsuper -p removes, like
-    # any message cut off mid-way.
+    # -- spare queue files ---------------------------------------------------
+    # Creating a queue file costs an inode, a link and the directory fsync
+    # that makes its name durable (qfile's commit protocol): 0.1-0.3 ms on
+    # ext4, which would sit in smtpd's RCPT reply.  So files are created
+    # ahead, in batches (one directory fsync each) in a worker thread, and
+    # `open` takes one; only when none is left does it create its own.
 
     def _take_writer(self) -> qfile.QueueWriter:
-        spare, self.spare = self.spare, None
-        if spare is not None:
-            writer, made = spare
-            if time.monotonic() - made <= SPARE_MAX_AGE:
-                return writer
-            writer.abort()
-        return qfile.QueueWriter.create(self.queue_dir)
-
-    def _make_spare(self) -> None:
-        if self.spare is not None or self.stopping:
-            return
-        try:
-            self.spare = (qfile.QueueWriter.create(self.queue_dir), time.monotonic())
-        except OSError:
-            pass            # the next open creates its own, and reports the error
-
-    def _drop_spare(self) -> None:
-        spare, self.spare = self.spare, None
-        if spare is not None:
-            spare[0].abort()
+        writer = self.spares.take()
+        if writer is None:
+            return qfile.QueueWriter.create(self.queue_dir)
+        # The message's file is "created" now, not when the spare was.
+        writer.add_attr(qfile.ATTR_CREATE_TIME, str(int(time.time())))
+        return writer
 
     async def handle(self, ch) -> None:
         """One client connection: any number of messages, one after another."""
@@ -450,6 +504,10 @@ class CleanupService:
                         served += 1
                         if status == STATUS_OK:
                             await self.wakeup_qmgr(sub.queue_id)
+                        # Refilled after a commit, when this process is
+                        # least busy: enough for the messages in progress
+                        # and the next one.
+                        self.spares.want(min(self.active + 2, SPARE_MAX))
                         sub = None
                         continue
                     sub.record(frame.rtype, frame.data)
@@ -493,7 +551,6 @@ class CleanupService:
         self.active += 1
         await ch.send_attr({"id": req_id, "status": STATUS_OK, "queue_id": writer.queue_id})
         await ch.flush()             # smtpd's reply to RCPT waits for it
-        asyncio.get_running_loop().call_soon(self._make_spare)
         return sub
 
     async def wakeup_qmgr(self, queue_id: str) -> None:
@@ -528,6 +585,7 @@ def _is_loopback(address: str) -> bool:
 
 async def serve(ctx) -> None:
     service = CleanupService(ctx)
+    service.spares.want(1)
     servers = [await ipc.serve(sock, protocol=PROTOCOL, handler=service.handle)
                for sock in ctx.listeners]
     ctx.ready()

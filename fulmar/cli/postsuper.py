@@ -24,7 +24,8 @@ DESCRIPTION
             MAIL_QUEUE_STAT_EXPIRE); qmgr returns the message to the sender
             at its next attempt (hold incoming active deferred)
         -f  -e, and release the message from hold
-        -p  purge temporary files (dot-files) older than FRESH_TEMP seconds
+        -p  purge temporary files (dot-files, and files in incoming/ never
+            made ready) older than FRESH_TEMP seconds
             in incoming/, maildrop/ and the hashed queues
         -s/-S  structure check: files in the wrong hash directory are moved
             to the right one; non-queue names are reported
@@ -78,7 +79,7 @@ DEFAULT_QUEUES = {
 SUMMARY = {"d": "Deleted", "h": "Placed on hold", "H": "Released from hold",
            "r": "Requeued", "e": "Force-expired", "f": "Force-expired"}
 ORDER = "dhHrfe"          # operations run in this order when combined
-# A dot-file younger than this may still be written (Postfix: MAX_TEMP_AGE).
+# A temporary file younger than this may still be written (Postfix: MAX_TEMP_AGE).
 FRESH_TEMP = 60 * 60
 SYSLOG_SOCKET = "/dev/log"
 
@@ -234,18 +235,21 @@ class Super:
         return count
 
     def purge(self, now: float | None = None) -> int:
-        """Remove stale dot-files; the number removed."""
+        """Remove stale dot-files, and files in incoming/ never made ready
+        (a message cut off mid-way); the number removed."""
+        from fulmar.queue import qfile
         now = time.time() if now is None else now
         removed = 0
         for q in (INCOMING, MAILDROP, ACTIVE, DEFERRED, HOLD):
             top = os.path.join(self.queue_dir, q)
             for dirpath, dirnames, filenames in os.walk(top):
                 for name in filenames:
-                    if not name.startswith("."):
-                        continue
                     p = os.path.join(dirpath, name)
                     try:
-                        if now - os.lstat(p).st_mtime > FRESH_TEMP:
+                        st = os.lstat(p)
+                        if not name.startswith(".") and (q != INCOMING or qfile.is_ready(st.st_mode)):
+                            continue
+                        if now - st.st_mtime > FRESH_TEMP:
                             os.unlink(p)
                             removed += 1
                     except OSError:

@@ -22,21 +22,28 @@ canonical, the offset of ``X`` follows from the size record alone
 ``read_envelope`` reads the envelope, jumps over the content and reads the
 extracted recipients and the end record without touching the body.
 
-Commit protocol (QueueWriter): create ``incoming/.<pid>.<n>`` with
-O_EXCL and mode 0600; its inode and the current time make the queue ID;
-records are buffered and written in large chunks; ``commit()`` appends the
-end record, writes the real size record over the placeholder at offset 0,
-links it to ``incoming/QID`` (link, not rename: an existing file of that
-name is never replaced; FileExistsError instead), unlinks the dot-file,
-fdatasync()s the file and fsync()s the directory (one journal commit on
-ext4/xfs instead of two).  Only then may anyone say "queued".  A crash
-before that leaves a dot-file, which every reader ignores (postsuper -p
-removes them), or a complete file under its final name that no client was
-told about (delivered anyway: a possible duplicate, never a loss).
+Commit protocol (QueueWriter), Postfix's: ``create()`` makes
+``incoming/.<pid>.<n>`` with O_EXCL and mode 0600; its inode and the
+current time make the queue ID; it is linked to ``incoming/QID`` at once
+(link, not rename: an existing file of that name is never replaced;
+FileExistsError instead), the dot-file unlinked and the directory
+fsync()ed, so the name is durable before any content is written.  Records
+are buffered and written in large chunks; ``commit()`` appends the end
+record, writes the real size record over the placeholder at offset 0,
+sets the owner-execute bit (mode 0700: *ready*, Postfix's
+MAIL_QUEUE_STAT_READY) and fsync()s the file.  Only then may anyone say
+"queued".  Readers skip files in incoming/ that are not ready
+(``scan``); cleanup is the only writer, and writes only there.  A crash
+leaves a not-ready file (or a dot-file), which every reader ignores and
+postsuper -p removes once it is an hour old, or a ready file that no
+client was told about (delivered anyway: a possible duplicate, never a
+loss).  The directory fsync at create is off the path to the client's
+250: cleanup creates the next message's file ahead of time.
 
 Interface::
 
     w = QueueWriter.create(queue_dir, queue_name="incoming")   # w.queue_id, w.path
+    QueueWriter.create_many(queue_dir, n) -> [w, ...]   # one directory fsync
     w.set_arrival(t); w.add_attr(name, value); w.set_sender(addr); w.flags = n
     w.add_recipient(Recipient(address, orig_address="", dsn_orcpt="", dsn_notify=0))
     w.write_content(data)          # any size, any number of calls
@@ -91,6 +98,9 @@ ENCODING = "utf-8"
 ERRORS = "surrogateescape"
 
 FILE_MODE = 0o600
+# A file is complete when its owner-execute bit is set (Postfix:
+# MAIL_QUEUE_STAT_READY); readers skip one without it.
+READY_BIT = 0o100
 DIR_MODE = layout.MODE_DEFAULT
 # The writer hands the kernel this much at a time (and a small message in
 # one write).
@@ -248,17 +258,17 @@ def _write_all(fd: int, data) -> None:
 class QueueWriter:
     """Writes one new queue file; see the module docstring for the protocol."""
 
-    def __init__(self, queue_dir: str, queue_name: str, dir_fd: int, fd: int,
-                 tmp_name: str, queue_id: str, sec: int, usec: int):
+    def __init__(self, queue_dir: str, queue_name: str, path: str, dir_fd: int, fd: int,
+                 queue_id: str, sec: int, usec: int, mode: int):
         self.queue_dir = queue_dir
         self.queue_name = queue_name
         self.queue_id = queue_id
         self.flags = 0
-        self.path = os.path.join(queue_dir, queue_name, tmp_name)   # final after commit
+        self.path = path
         self.content_size = 0
-        self._dir_fd = dir_fd
+        self._dir_fd = dir_fd           # the directory holding the file
         self._fd = fd
-        self._tmp_name = tmp_name
+        self._mode = mode | READY_BIT
         self._arrival = (sec, usec)
         self._created = sec
         self._attrs: dict[str, bytes] = {}
@@ -273,39 +283,88 @@ class QueueWriter:
 
     @classmethod
     def create(cls, queue_dir: str, queue_name: str = layout.QUEUE_INCOMING,
-               mode: int = FILE_MODE) -> QueueWriter:
-        """Create the dot-file and fix the queue ID. OSError if impossible."""
+               mode: int = FILE_MODE, sync: bool = True) -> QueueWriter:
+        """Create the file under its queue ID, not yet ready (see the module
+        docstring), with its name durable (unless not sync: create_many).
+        OSError if impossible."""
         if queue_name not in layout.QUEUE_NAMES:
             raise ValueError(f"bad queue name: {queue_name!r}")
         top = os.path.join(queue_dir, queue_name)
-        dir_fd = os.open(top, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        top_fd = os.open(top, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        fd = dir_fd = -1
+        tmp_name = ""
         try:
             pid = os.getpid()
             for _ in range(CREATE_TRIES):
                 tmp_name = f".{pid}.{next(_dot_counter)}"
                 try:
                     fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC,
-                                 mode, dir_fd=dir_fd)
+                                 mode & ~READY_BIT, dir_fd=top_fd)
                     break
                 except FileExistsError:
                     continue    # left over by a dead process with our pid
             else:
                 raise FileExistsError(errno.EEXIST, "no free temporary file name", top)
+            ino = os.fstat(fd).st_ino
+            # The time is read while this file holds the inode: see qid.py.
+            sec, usec = divmod(time.time_ns() // 1000, _qid.USEC_PER_SEC)
+            queue_id = _qid.from_parts(sec, usec, ino)
+            sub = layout.queue_subdir(queue_name, queue_id)
+            if sub == queue_name:
+                dir_fd, top_fd = top_fd, -1
+            else:
+                final_dir = os.path.join(queue_dir, sub)
+                os.makedirs(final_dir, DIR_MODE, exist_ok=True)
+                dir_fd = os.open(final_dir, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+            _take_name(top_fd if top_fd >= 0 else dir_fd, tmp_name, dir_fd, queue_id,
+                       os.path.join(queue_dir, sub, queue_id))
+            tmp_name = ""
             try:
-                ino = os.fstat(fd).st_ino
-                # The time is read while this file holds the inode: see qid.py.
-                sec, usec = divmod(time.time_ns() // 1000, _qid.USEC_PER_SEC)
-                queue_id = _qid.from_parts(sec, usec, ino)
+                # The name is made durable now, off the commit's path:
+                # commit() then needs only the file's own fsync.
+                if sync:
+                    os.fsync(dir_fd)
             except BaseException:
-                os.close(fd)
-                os.unlink(tmp_name, dir_fd=dir_fd)
+                os.unlink(queue_id, dir_fd=dir_fd)
                 raise
         except BaseException:
-            os.close(dir_fd)
+            if fd >= 0:
+                os.close(fd)
+            if tmp_name:
+                try:
+                    os.unlink(tmp_name, dir_fd=top_fd if top_fd >= 0 else dir_fd)
+                except OSError:
+                    pass
+            if dir_fd >= 0:
+                os.close(dir_fd)
             raise
-        w = cls(queue_dir, queue_name, dir_fd, fd, tmp_name, queue_id, sec, usec)
+        finally:
+            if top_fd >= 0:
+                os.close(top_fd)
+        w = cls(queue_dir, queue_name, os.path.join(queue_dir, sub, queue_id), dir_fd, fd,
+                queue_id, sec, usec, mode)
         _audit("create", w.path, queue_id)
         return w
+
+    @classmethod
+    def create_many(cls, queue_dir: str, n: int, queue_name: str = layout.QUEUE_INCOMING,
+                    mode: int = FILE_MODE) -> list[QueueWriter]:
+        """create() n files, with one directory fsync for all of them."""
+        writers: list[QueueWriter] = []
+        try:
+            for _ in range(n):
+                writers.append(cls.create(queue_dir, queue_name, mode, sync=False))
+            synced = set()
+            for w in writers:
+                d = os.path.dirname(w.path)
+                if d not in synced:
+                    os.fsync(w._dir_fd)
+                    synced.add(d)
+        except BaseException:
+            for w in writers:
+                w.abort()
+            raise
+        return writers
 
     # -- context manager: abort unless committed
     def __enter__(self) -> QueueWriter:
@@ -428,10 +487,10 @@ class QueueWriter:
 
     # -- commit / abort
     def commit(self) -> str:
-        """Make the file durable under its queue ID; returns the final path.
+        """Make the file complete, ready and durable; returns its path.
 
         Blocking (fsync): run it in a thread from asyncio code. On failure
-        the dot-file is removed and the error re-raised.
+        the file is removed and the error re-raised.
         """
         self._need(_ENVELOPE, _CONTENT, _EXTRACTED)
         try:
@@ -448,85 +507,58 @@ class QueueWriter:
                 os.pwrite(self._fd, size, 0)
             file_size = self._flushed + len(self._out)
             self._out = bytearray()
-            final = self._link_final()
+            # The ready bit last, and fsync (not fdatasync: the mode is
+            # metadata): a file readers take is complete on disk.  Its
+            # name has been durable since create().
+            os.fchmod(self._fd, self._mode)
+            os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
             os.close(self._dir_fd)
             self._dir_fd = -1
         except BaseException:
+            # Not durable: take the name back, so that nobody delivers a
+            # message whose sender is told it failed.
             self.abort()
             raise
         self._state = _DONE
-        self.path = final
-        _audit("commit", final, f"size={file_size}")
-        return final
-
-    def _link_final(self) -> str:
-        sub = layout.queue_subdir(self.queue_name, self.queue_id)
-        final = os.path.join(self.queue_dir, sub, self.queue_id)
-        if sub == self.queue_name:
-            final_fd = self._dir_fd
-        else:
-            final_dir = os.path.join(self.queue_dir, sub)
-            os.makedirs(final_dir, DIR_MODE, exist_ok=True)
-            final_fd = os.open(final_dir, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-        try:
-            try:
-                # link(2) fails on an existing name where rename(2) would
-                # silently replace another message.
-                os.link(self._tmp_name, self.queue_id,
-                        src_dir_fd=self._dir_fd, dst_dir_fd=final_fd)
-            except FileExistsError:
-                raise FileExistsError(errno.EEXIST, "queue file exists", final) from None
-            except OSError as e:
-                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
-                    raise
-                # A file system without hard links.
-                if os.path.lexists(final):
-                    raise FileExistsError(errno.EEXIST, "queue file exists", final) from None
-                os.rename(self._tmp_name, self.queue_id,
-                          src_dir_fd=self._dir_fd, dst_dir_fd=final_fd)
-            else:
-                os.unlink(self._tmp_name, dir_fd=self._dir_fd)
-            self._tmp_name = ""
-            # The data and the new name become durable together: on
-            # journalling file systems the file's fdatasync commits the
-            # link with it, so the directory fsync that follows (needed by
-            # POSIX) finds nothing left to write. Naming the file before it
-            # is durable is safe: it is complete (its end record is
-            # written), and no client has been told it is queued yet.
-            try:
-                _fsync_data(self._fd)
-                os.fsync(final_fd)
-            except BaseException:
-                # Not durable: take the name back, so that nobody delivers
-                # a message whose sender was told it failed.
-                os.unlink(self.queue_id, dir_fd=final_fd)
-                raise
-        finally:
-            if final_fd != self._dir_fd:
-                os.close(final_fd)
-        return final
+        _audit("commit", self.path, f"size={file_size}")
+        return self.path
 
     def abort(self) -> None:
         """Discard the file. Safe to call more than once."""
         if self._state == _DONE and self._fd < 0 and self._dir_fd < 0:
             return
         self._state = _DONE
-        path = self.path
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
         if self._dir_fd >= 0:
             try:
-                if self._tmp_name:
-                    os.unlink(self._tmp_name, dir_fd=self._dir_fd)
+                os.unlink(self.queue_id, dir_fd=self._dir_fd)
             except FileNotFoundError:
                 pass
             finally:
                 os.close(self._dir_fd)
                 self._dir_fd = -1
-        _audit("abort", path, self.queue_id)
+        _audit("abort", self.path, self.queue_id)
+
+
+def _take_name(src_dir_fd: int, tmp_name: str, dir_fd: int, queue_id: str, final: str) -> None:
+    """Give the new file its queue ID: link, never replacing another file."""
+    try:
+        os.link(tmp_name, queue_id, src_dir_fd=src_dir_fd, dst_dir_fd=dir_fd)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "queue file exists", final) from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        # A file system without hard links.
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, "queue file exists", final) from None
+        os.rename(tmp_name, queue_id, src_dir_fd=src_dir_fd, dst_dir_fd=dir_fd)
+    else:
+        os.unlink(tmp_name, dir_fd=src_dir_fd)
 
 
 # ---------------------------------------------------------------- reading
@@ -873,16 +905,22 @@ def set_next_attempt(path: str, t: float) -> None:
 def scan(queue_dir: str, queue_name: str) -> Iterator[tuple[str, str]]:
     """(queue_id, path) of every queue file in a queue, in directory order.
 
-    Skips dot-files (files being written) and names that are not queue
-    file names; walks one-character sub-directories at any level, as
-    Postfix's scan_dir does, so files survive a hash_queue_depth change.
+    Skips dot-files, names that are not queue file names and, in incoming/
+    (where cleanup writes), files not yet ready (is_ready); walks
+    one-character sub-directories at any level, as Postfix's scan_dir
+    does, so files survive a hash_queue_depth change.
     """
     if queue_name not in layout.QUEUE_NAMES:
         raise ValueError(f"bad queue name: {queue_name!r}")
-    yield from _scan(os.path.join(queue_dir, queue_name))
+    yield from _scan(os.path.join(queue_dir, queue_name), queue_name == layout.QUEUE_INCOMING)
 
 
-def _scan(directory: str) -> Iterator[tuple[str, str]]:
+def is_ready(st_mode: int) -> bool:
+    """True for a committed queue file (its owner-execute bit is set)."""
+    return bool(st_mode & READY_BIT)
+
+
+def _scan(directory: str, ready_only: bool) -> Iterator[tuple[str, str]]:
     subdirs = []
     with os.scandir(directory) as it:
         for entry in it:
@@ -893,9 +931,15 @@ def _scan(directory: str) -> Iterator[tuple[str, str]]:
                 if len(name) == 1:
                     subdirs.append(entry.path)
             elif entry.is_file(follow_symlinks=False) and _qid.name_ok(name):
+                if ready_only:
+                    try:
+                        if not is_ready(entry.stat(follow_symlinks=False).st_mode):
+                            continue
+                    except FileNotFoundError:
+                        continue
                 yield name, entry.path
     for sub in subdirs:
         try:
-            yield from _scan(sub)
+            yield from _scan(sub, ready_only)
         except FileNotFoundError:
             continue

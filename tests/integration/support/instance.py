@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 from fulmar.devrun import InetService, owner_problem, write_config
+from fulmar.queue import qfile
 
 from . import addrs
 
@@ -193,10 +194,13 @@ class FulmarInstance:
             time.sleep(0.05)
 
     def queue_files(self, queue: str) -> list[str]:
-        """Queue IDs in one queue directory (hashed sub-directories included)."""
+        """Queue IDs in one queue directory (hashed sub-directories included);
+        not files being written (cleanup's spares among them)."""
         root = self.queue_dir / queue
         if not root.exists():
             return []
+        if queue == "incoming":
+            return sorted(qid for qid, _ in qfile.scan(str(self.queue_dir), queue))
         return sorted(f for _, _, files in os.walk(root) for f in files
                       if not f.startswith("."))
 

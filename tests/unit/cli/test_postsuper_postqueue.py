@@ -111,9 +111,17 @@ def test_purge_and_structure(qdir):
     os.utime(old, (0, 0))
     fresh = os.path.join(qdir, "maildrop", ".456.0")
     open(fresh, "w").close()
+    # A queue file in incoming/ never made ready: a message cut off mid-way.
+    writers = [qfile.QueueWriter.create(qdir) for _ in range(2)]   # kept: not aborted
+    cut, young = (w.path for w in writers)
+    os.utime(cut, (0, 0))
+    ready = add(qdir, "incoming")
+    os.utime(qfile.path_of(qdir, "incoming", ready), (0, 0))
     s = PS.Super(qdir)
-    assert s.purge() == 1
+    assert s.purge() == 2
     assert not os.path.exists(old) and os.path.exists(fresh)
+    assert not os.path.exists(cut) and os.path.exists(young)
+    assert os.path.exists(qfile.path_of(qdir, "incoming", ready))
     a = add(qdir)
     wrong = os.path.join(qdir, "deferred", a)
     os.rename(qfile.path_of(qdir, "deferred", a), wrong)

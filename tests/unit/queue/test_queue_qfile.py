@@ -2,6 +2,7 @@
 truncation and byte flips (always CorruptQueueFile, never a mis-read),
 moves between hashed and unhashed queues, scan."""
 
+import errno
 import os
 import stat
 import tempfile
@@ -80,8 +81,58 @@ def test_round_trip(queue_dir):
 
 def test_file_mode_and_no_dot_file_left(queue_dir):
     _, path = write_message(queue_dir)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700      # ready
     assert os.listdir(os.path.join(queue_dir, "incoming")) == [os.path.basename(path)]
+
+
+def test_file_has_its_name_at_create_and_is_ready_only_after_commit(queue_dir, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_mode), real_fsync(fd)))
+    w = QueueWriter.create(queue_dir)
+    path = os.path.join(queue_dir, "incoming", w.queue_id)
+    assert w.path == path
+    # Named by its queue ID at once (no dot-file left), the directory
+    # fsynced so that the name is durable before the commit; not ready.
+    assert os.listdir(os.path.join(queue_dir, "incoming")) == [w.queue_id]
+    assert [stat.S_ISDIR(m) for m in synced] == [True]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert not qfile.is_ready(os.stat(path).st_mode)
+    assert list(qfile.scan(queue_dir, "incoming")) == []
+    w.set_sender("a@b")
+    w.add_recipient(Recipient("c@d"))
+    w.write_content(b"x\r\n")
+    synced.clear()
+    assert w.commit() == path
+    # The commit: the ready bit, then one fsync of the file itself.
+    assert [stat.S_ISREG(m) and qfile.is_ready(m) for m in synced] == [True]
+    assert list(qfile.scan(queue_dir, "incoming")) == [(w.queue_id, path)]
+
+
+def test_failed_commit_takes_the_name_back(queue_dir, monkeypatch):
+    w = QueueWriter.create(queue_dir)
+    w.set_sender("a@b")
+    w.add_recipient(Recipient("c@d"))
+
+    def broken(fd):
+        raise OSError(errno.EIO, "I/O error")
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(OSError):
+        w.commit()
+    assert os.listdir(os.path.join(queue_dir, "incoming")) == []
+
+
+def test_create_many_syncs_the_directory_once(queue_dir, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    writers = QueueWriter.create_many(queue_dir, 3)
+    assert len(synced) == 1
+    assert sorted(os.listdir(os.path.join(queue_dir, "incoming"))) == sorted(w.queue_id for w in writers)
+    assert len({w.queue_id for w in writers}) == 3
+    for w in writers:
+        w.abort()
+    assert os.listdir(os.path.join(queue_dir, "incoming")) == []
 
 
 @pytest.mark.parametrize("size", [0, 1, rec.MAX_BLOCK - 1, rec.MAX_BLOCK, rec.MAX_BLOCK + 1,
@@ -145,8 +196,7 @@ def test_commit_protocol_audit(queue_dir):
     qfile.remove(queue_dir, "active", w.queue_id)
     ops = [op for op, _, _ in log]
     assert ops == ["create", "commit", "read", "mark_done", "move", "remove"]
-    assert os.path.basename(log[0][1]).startswith(".")
-    assert log[0][2] == w.queue_id
+    assert log[0][1] == path and log[0][2] == w.queue_id     # the final name at create
     assert log[1][1] == path
     assert log[4][2] == new
 
@@ -165,17 +215,17 @@ def test_abort_and_context_manager(queue_dir):
     assert os.listdir(incoming) == []
 
 
-def test_commit_never_replaces_an_existing_file(queue_dir):
-    w = QueueWriter.create(queue_dir)
-    w.set_sender("a@b")
-    victim = os.path.join(queue_dir, "incoming", w.queue_id)
+def test_create_never_replaces_an_existing_file(queue_dir, monkeypatch):
+    victim_id = QueueWriter.create(queue_dir).queue_id        # left not ready
+    victim = os.path.join(queue_dir, "incoming", victim_id)
     with open(victim, "wb") as f:
         f.write(b"other message")
+    monkeypatch.setattr(qfile._qid, "from_parts", lambda sec, usec, ino: victim_id)
     with pytest.raises(FileExistsError):
-        w.commit()
+        QueueWriter.create(queue_dir)
     with open(victim, "rb") as f:
         assert f.read() == b"other message"
-    assert os.listdir(os.path.join(queue_dir, "incoming")) == [w.queue_id]
+    assert os.listdir(os.path.join(queue_dir, "incoming")) == [victim_id]
 
 
 def test_writer_refuses_bad_input_and_order(queue_dir):
@@ -374,9 +424,10 @@ def test_move_with_depth_two_creates_missing_hash_dirs(tmp_path):
     assert [q for q, _ in qfile.scan(d, "hold")] == [w.queue_id]
 
 
-def test_scan_skips_dot_files_and_non_ids(queue_dir):
+def test_scan_skips_dot_files_unready_files_and_non_ids(queue_dir):
     w, path = write_message(queue_dir)
-    pending = QueueWriter.create(queue_dir)           # a dot-file in incoming
+    pending = QueueWriter.create(queue_dir)           # being written: not ready
+    open(os.path.join(queue_dir, "incoming", ".12.3"), "w").close()
     open(os.path.join(queue_dir, "incoming", "not.an.id"), "w").close()
     os.mkdir(os.path.join(queue_dir, "incoming", "subdir"))
     try:
@@ -421,7 +472,7 @@ def test_small_file_content_comes_from_the_envelope_read(queue_dir):
     _, path = write_message(queue_dir)
     env = qfile.read_envelope(path)
     assert env.data is not None and len(env.data) == os.path.getsize(path)
-    assert env.mode & 0o777 == 0o600
+    assert env.mode & 0o777 == 0o700
     os.unlink(path)
     assert b"".join(qfile.iter_content(path, env)) == BODY
 
