@@ -383,6 +383,7 @@ class Session(asyncio.Protocol):
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0            # loop.time() when smtpd_timeout expires
         self._lost = False
         self._paused = False
         self._counted = False
@@ -500,9 +501,21 @@ class Session(asyncio.Protocol):
         self.svc.log("info", fmt, *args)
 
     def _arm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(self.svc.timeout, self._on_timeout)
+        """(Re)start the smtpd_timeout clock.  Called for every read, so it
+        only moves the deadline; the one timer handle re-arms itself for
+        the rest when it fires early (a timer per command cost a few µs)."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self.svc.timeout
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+            return
+        self._on_timeout()
 
     def _on_timeout(self) -> None:
         if self._lost or self.proto is None:

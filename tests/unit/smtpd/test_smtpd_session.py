@@ -196,6 +196,23 @@ async def test_timeout(env):
     w.close()
 
 
+async def test_timeout_counts_from_the_last_command(env):
+    # Every command moves the deadline (one timer that re-arms itself).
+    svc, cleanup, logs = env
+    svc.timeout = 0.2
+    r, w = await connect(svc)
+    await reply(r)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(5):                  # 0.5 s in all, never 0.2 s idle
+        await asyncio.sleep(0.1)
+        w.write(b"NOOP\r\n")
+        assert (await reply(r)) == ["250 2.0.0 Ok"]
+    assert (await reply(r)) == [f"421 4.4.2 {HOST} Error: timeout exceeded"]
+    assert loop.time() - start >= 0.5 + 0.2 - 0.01
+    w.close()
+
+
 async def test_bare_newline_exclusion_settings_are_made_once(tmp_path):
     # Clients in smtpd_forbid_bare_newline_exclusions get forbid_bare_newline
     # = no: one Settings object for all of them, the shared one for others.
