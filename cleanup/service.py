@@ -81,7 +81,8 @@ STATUS_DISKFULL = "diskfull"
 # creation time (SparePool).  Long enough that a server receiving a message
 # a minute still finds one.
 SPARE_MAX_AGE = 60.0
-# Spare queue files kept at most (one per message in progress, and one).
+# Spare queue files kept at most (SparePool.want asks for one per message
+# in progress, and one more).
 SPARE_MAX = 8
 
 # Origins whose mail gets missing headers added, as Postfix does for
@@ -389,12 +390,12 @@ class SparePool:
         return None
 
     def want(self, n: int) -> None:
-        """Have n spares soon: below that, fill up to SPARE_MAX."""
+        """Have n spares soon."""
         if self._filling or self._closed or len(self._files) >= n:
             return
         self._filling = True
         try:
-            self.executor.submit(self._fill, SPARE_MAX - len(self._files))
+            self.executor.submit(self._fill, n - len(self._files))
         except RuntimeError:            # executor shut down: stopping
             self._filling = False
 
@@ -463,8 +464,11 @@ class CleanupService:
     # Creating a queue file costs an inode, a link and the directory fsync
     # that makes its name durable (qfile's commit protocol): 0.1-0.3 ms on
     # ext4, which would sit in smtpd's RCPT reply.  So files are created
-    # ahead, in batches (one directory fsync each) in a worker thread, and
-    # `open` takes one; only when none is left does it create its own.
+    # ahead in a worker thread (one directory fsync per fill), and `open`
+    # takes one; only when none is left does it create its own.  Fills
+    # follow commits and make up what the last messages took: filling to
+    # SPARE_MAX in one go instead put a long fill after every eighth
+    # message, which showed as a slow 90th percentile (docs/performance.md).
 
     def _take_writer(self) -> qfile.QueueWriter:
         writer = self.spares.take()

@@ -103,3 +103,13 @@ def test_queue_counts_skip_dot_files(tmp_path):
     counts = inst.queue_counts()
     assert counts["incoming"] == 0 and counts["deferred"] == 1
     assert inst.queue_total() == 1
+
+
+def test_ab_summary_has_one_row_per_build_in_milliseconds():
+    ab = _load("ab")
+    samples = {"new": [(0.002, 0.0015)] * 8 + [(0.010, 0.005)] * 2,
+               "old": [(0.003, 0.0025)] * 10}
+    lines = ab.summary(samples).splitlines()
+    assert lines[0].split()[0] == "build"
+    assert lines[1].split() == ["new", "2.000", "10.000", "1.500", "10"]
+    assert lines[2].split() == ["old", "3.000", "3.000", "2.500", "10"]

@@ -41,8 +41,8 @@ async def test_open_takes_a_spare_and_stop_removes_them(daemon_context, tmp_path
     path = str(tmp_path / "cleanup.sock")
     server = await channel.serve(path, S.PROTOCOL, svc.handle)
     try:
-        svc.spares.want(1)                         # as serve() does at start
-        spare_ids = await _spares(svc, S.SPARE_MAX)
+        svc.spares.want(3)
+        spare_ids = await _spares(svc, 3)
         assert _incoming(qdir) == sorted(spare_ids)
         # Named by queue ID, not ready: invisible to every queue reader.
         assert list(qfile.scan(qdir, "incoming")) == []
@@ -56,13 +56,14 @@ async def test_open_takes_a_spare_and_stop_removes_them(daemon_context, tmp_path
         ch2, q2 = await _open(path, 2)
         assert q2 not in spare_ids
         assert _incoming(qdir) == sorted([q1, q2])
-        # A commit refills the pool.
+        # A commit refills the pool: one spare per message in progress,
+        # and one more.
         for rtype, data in ((b"S", b"a@example.org"), (b"R", b"b@example.net\0\0\0" + b"0"),
                             (b"M", b""), (b"B", b"Subject: t\r\n\r\nhello\r\n"), (b"X", b""),
                             (b"E", b"")):
             await ch2.send_record(rtype, data)
         assert (await ch2.recv_attr(timeout=5))["status"] == "ok"
-        refill = await _spares(svc, S.SPARE_MAX)
+        refill = await _spares(svc, 2)
         assert not set(refill) & set(old_ids)
         assert [q for q, _ in qfile.scan(qdir, "incoming")] == [q2]
         for ch in (ch1, ch2):
