@@ -12,7 +12,8 @@ DESCRIPTION
     (wakeups from cleanup, flush requests from postqueue/postfix).
 
     incoming/ -> active/
-        On a wakeup naming a queue ID, and on scans of incoming/ (at start,
+        On a wakeup naming a queue ID (at once, in the connection's
+        handler, when there is room), and on scans of incoming/ (at start,
         every `queue_run_delay`, after a scan cut short by the active limit
         and at most once a second while messages finish), files are
         renamed into active/ while
@@ -189,11 +190,20 @@ class QueueManager:
                 req = frame.attrs.get("request")
                 if req == "wakeup":
                     qid = frame.attrs.get("queue_id")
-                    if isinstance(qid, str) and queue_ids.is_queue_id(qid):
-                        self.pending_ids.append(qid)
-                    else:
+                    if not (isinstance(qid, str) and queue_ids.is_queue_id(qid)):
                         self.incoming_wanted = True
-                    self.kick.set()
+                        self.kick.set()
+                    elif (not self.pending_ids and not self.ctx.stopping.is_set()
+                          and len(self.messages) < self.active_limit):
+                        # The usual case, handled here rather than by waking
+                        # run() (two task switches less on a new message's
+                        # way to its delivery agent).
+                        if qid not in self.messages:
+                            self.activate(qid, INCOMING)
+                            self.schedule(time.time())
+                    else:
+                        self.pending_ids.append(qid)
+                        self.kick.set()
                 elif req in ("flush", "flush_site", "flush_id"):
                     self.flush()
                     if "id" in frame.attrs:

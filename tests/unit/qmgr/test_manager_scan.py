@@ -76,3 +76,31 @@ async def test_active_message_keeps_only_what_requests_need(daemon_context):
     env = qm.messages[w.queue_id].env
     assert env.data is None
     assert env.attrs == {"dsn_envid": "E1", "body_type": "8BITMIME"}
+
+
+async def test_wakeup_activates_at_once_when_there_is_room(daemon_context, tmp_path):
+    # cleanup's wakeup is handled in the connection's handler, not by
+    # waking run(); past the active limit it waits for run() as before.
+    import asyncio
+    from fulmar.ipc import channel
+    qm, qdir = _qm(daemon_context, active_limit=1)
+    scheduled = []
+    qm.schedule = lambda now: scheduled.append(now)
+    first, second = _message(qdir), _message(qdir)
+    path = str(tmp_path / "qmgr.sock")
+    server = await channel.serve(path, "qmgr", qm.handle)
+    try:
+        ch = await channel.connect(path, protocol="qmgr", timeout=5)
+        for qid in (first, second):
+            await ch.send_attr({"request": "wakeup", "queue_id": qid})
+        await ch.flush()
+        for _ in range(100):
+            if qm.pending_ids:
+                break
+            await asyncio.sleep(0.01)
+        assert list(qm.messages) == [first] and len(scheduled) == 1
+        assert os.path.exists(qfile.path_of(qdir, "active", first))
+        assert qm.pending_ids == [second] and qm.kick.is_set()
+        await ch.close()
+    finally:
+        server.close()
