@@ -569,6 +569,9 @@ class CleanupService:
                     self.qmgr = await ipc.connect(self.ctx.service_path("qmgr"), protocol="qmgr",
                                                   timeout=self.ipc_timeout)
                 await self.qmgr.send_attr({"request": "wakeup", "queue_id": queue_id})
+                # Now, not at the next loop turn: the message's delivery
+                # waits for it (and never for a slow qmgr: push, not flush).
+                self.qmgr.push()
                 return
             except (OSError, ipc.ChannelError, asyncio.TimeoutError):
                 if self.qmgr is not None:

@@ -9,6 +9,7 @@ SYNOPSIS
     await ch.send_attr({"request": "open", "id": ch.next_id(), ...})
     await ch.send_record(b"B", block)          # buffered; may batch
     await ch.flush()                           # optional: push out now
+    ch.push()                                  # the same, never waiting
     frame = await ch.recv(timeout=t)           # frames.Frame
     attrs = await ch.recv_attr("cleanup.open_reply")   # A frame, checked
     reply = await ch.request({...}, "qmgr.flush_reply")  # send + reply
@@ -295,6 +296,13 @@ class Channel(asyncio.BufferedProtocol):
             self._write_out()
             if self._write_paused:
                 await self._drain()
+
+    def push(self) -> None:
+        """Hand queued frames to the transport now, without waiting (a
+        backed-up transport buffers them, as for any write)."""
+        self._check_open()
+        if self._wbuf:
+            self._write_out()
 
     async def flush(self) -> None:
         """Hand queued frames to the transport; wait if it is backed up."""

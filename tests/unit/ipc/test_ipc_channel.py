@@ -89,6 +89,24 @@ def test_hello_and_round_trips(run, path):
     run(main)
 
 
+def test_push_writes_at_once_and_flush_soon_otherwise(run, path):
+    async def main():
+        server = await channel.serve(path, "qmgr", echo_handler)
+        ch = await channel.connect(path, "qmgr", timeout=5)
+        await ch.send_attr({"request": "flush", "id": 1})
+        assert ch._wbuf                 # queued for the next loop turn
+        ch.push()
+        # Handed to the kernel before this task yields.
+        assert not ch._wbuf and ch._transport.get_write_buffer_size() == 0
+        assert (await ch.recv_attr())["id"] == 1
+        await ch.close()
+        with pytest.raises(ChannelClosed):
+            ch.push()
+        server.close()
+        await server.wait_closed()
+    run(main)
+
+
 def test_hello_protocol_mismatch(run, path):
     async def main():
         server = await channel.serve(path, "qmgr", echo_handler)
