@@ -197,10 +197,20 @@ class Super:
         return True
 
     def requeue(self, q: str, i: str) -> bool:
+        from fulmar.queue import qfile
         if q == MAILDROP:
             return False
         if q != INCOMING and not self._move(q, i, INCOMING):
             return False
+        # A file outside incoming/ is complete; one written before the
+        # ready bit existed (mode 0600) would be skipped there as unready.
+        path = qfile.path_of(self.queue_dir, INCOMING, i)
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if not qfile.is_ready(mode):
+                os.chmod(path, mode | qfile.READY_BIT)
+        except FileNotFoundError:
+            pass
         self.log("%s: requeued", i)
         return True
 

@@ -79,6 +79,16 @@ def test_hold_release_expire_requeue_delete(qdir, capsys):
     assert all(v == [] for v in where(qdir).values())
 
 
+def test_requeue_makes_an_old_unready_file_visible_in_incoming(qdir):
+    # A queue file committed before the ready bit existed (mode 0600).
+    a = add(qdir, "hold")
+    path = qfile.path_of(qdir, "hold", a)
+    os.chmod(path, 0o600)
+    assert PS.Super(qdir).run_op("r", a, []) == 1
+    assert where(qdir)["incoming"] == [a]
+    assert qfile.is_ready(os.stat(qfile.path_of(qdir, "incoming", a)).st_mode)
+
+
 def test_f_expires_and_releases(qdir):
     a = add(qdir, "hold")
     assert PS.Super(qdir).run_op("f", a, []) == 1
