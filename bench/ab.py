@@ -70,12 +70,10 @@ async def interleave(targets: dict[str, I.Instance], messages: int,
             random.shuffle(names)
             for name in names:
                 for i in range(burst + WARMUP):
-                    key = "ab-%s-%d-%d" % (name, n, i)
-                    fut = waiters[key] = loop.create_future()
-                    t0, t250 = await loadgen._submit(targets[name].smtpd_port, key)
-                    arrived = await asyncio.wait_for(fut, 30)
+                    sample = await loadgen.timed_message(targets[name].smtpd_port,
+                                                         "ab-%s-%d-%d" % (name, n, i), waiters, 30)
                     if i >= WARMUP:
-                        out[name].append((arrived - t0, t250 - t0))
+                        out[name].append(sample)
     finally:
         for server in servers:
             server.close()

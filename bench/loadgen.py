@@ -118,6 +118,16 @@ async def _submit(port: int, key: str) -> tuple[float, float]:
     return t0, t250
 
 
+async def timed_message(smtpd_port: int, key: str, waiters: dict[str, asyncio.Future],
+                        timeout: float) -> tuple[float, float]:
+    """Submit one message and wait for it at a _Sink sharing waiters:
+    (submission -> arrival, submission -> the 250 after DATA), seconds."""
+    fut = waiters[key] = asyncio.get_running_loop().create_future()
+    t0, t250 = await _submit(smtpd_port, key)
+    arrived = await asyncio.wait_for(fut, timeout)
+    return arrived - t0, t250 - t0
+
+
 async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
                    tag: str) -> list[tuple[float, float]]:
     loop = asyncio.get_running_loop()
@@ -128,12 +138,7 @@ async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
     out = []
     try:
         for n in range(count):
-            key = "%s-%d" % (tag, n)
-            fut = loop.create_future()
-            waiters[key] = fut
-            t0, t250 = await _submit(smtpd_port, key)
-            arrived = await asyncio.wait_for(fut, timeout)
-            out.append((arrived - t0, t250 - t0))
+            out.append(await timed_message(smtpd_port, "%s-%d" % (tag, n), waiters, timeout))
     finally:
         server.close()
         await server.wait_closed()

@@ -541,8 +541,9 @@ class CleanupService:
     async def open(self, ch, attrs: dict) -> Submission | None:
         req_id = attrs.get("id")
         try:
-            # Inline on the loop: an O_EXCL open and an fstat, no fsync;
-            # a thread hop would cost more than the system calls.
+            # A spare, or (none left) a new file made here on the loop,
+            # directory fsync included: rare, and a thread hop would put
+            # every open behind it.
             writer = self._take_writer()
         except OSError as exc:
             status = STATUS_DISKFULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else STATUS_TEMPFAIL
