@@ -18,7 +18,10 @@ DESCRIPTION
     1. `open` takes a queue file in `incoming/` (fulmar.queue.qfile: named
        by its queue ID, not yet ready, its name already durable; one of the
        spares a worker thread creates ahead, or a new one) and answers with
-       the queue ID, which smtpd logs (`QID: client=...`).
+       the queue ID, which smtpd logs (`QID: client=...`) at its first
+       accepted recipient.  An `abort` before any record (smtpd opens at
+       MAIL FROM; no recipient was accepted) gives the untouched file back
+       to the spares; any other `abort` removes it.
     2. Envelope records (`A` attributes, one `S`, `R` recipients), then `M`.
     3. Content blocks `B`: the header section goes through
        cleanup.headers (addresses in From:/To:/... rewritten by
@@ -30,9 +33,9 @@ DESCRIPTION
        stored size.
     4. `X`, then `E`: the file is committed (write, ready bit, fsync) -
        on the event loop when it is the only message in
-       progress, else in a worker thread so that fsyncs overlap - and only
-       then does cleanup answer `ok`; then qmgr gets a wakeup on
-       `public/qmgr`.
+       progress, else in a worker thread so that fsyncs overlap - then qmgr
+       gets a wakeup on `public/qmgr` (first: the delivery waits for it,
+       and qmgr's work overlaps smtpd's 250) and cleanup answers `ok`.
 
     Results: `ok`, `reject` (bad envelope, too many hops: 5xx),
     `toolarge` (552), `diskfull` (452), `tempfail` (451). smtpd maps them to
@@ -114,11 +117,13 @@ class Submission:
         self.headers = HeaderProcessor(service.header_size_limit)
         self.message_id: str | None = None
         self.arrival = time.time()
+        self.records = 0                     # record frames received
 
     # -- records ---------------------------------------------------------------
 
     def record(self, rtype: bytes, data: bytes) -> None:
         """Handle one record frame; raise ProtocolViolation on misuse."""
+        self.records += 1
         if self.state == "envelope":
             if rtype == records.REC_ATTR:
                 name, sep, value = data.partition(b"=")
@@ -385,9 +390,22 @@ class SparePool:
             while self._files:
                 writer, made = self._files.popleft()
                 if now - made <= SPARE_MAX_AGE:
+                    writer.spare_made = made      # for give_back()
                     return writer
                 writer.abort()
         return None
+
+    def give_back(self, writer: qfile.QueueWriter) -> None:
+        """Keep a taken spare that nothing was written to (its queue ID
+        was never logged) for the next open; a file that was not a spare,
+        or that is too old, is removed."""
+        made = getattr(writer, "spare_made", None)
+        with self._lock:
+            if (made is not None and not self._closed and len(self._files) < SPARE_MAX
+                    and time.monotonic() - made <= SPARE_MAX_AGE):
+                self._files.appendleft((writer, made))
+                return
+        writer.abort()
 
     def want(self, n: int) -> None:
         """Have n spares soon."""
@@ -499,20 +517,22 @@ class CleanupService:
                         raise ProtocolViolation("record outside a message")
                     if frame.rtype == records.REC_END:
                         status, reason = await sub.commit()
-                        await ch.send_attr({"id": sub.req_id, "status": status,
-                                            "reason": reason, "queue_id": sub.queue_id})
+                        done, sub = sub, None
+                        self.active -= 1
+                        served += 1
+                        # qmgr first: the message's delivery waits for the
+                        # wakeup, and qmgr's work then overlaps smtpd's 250.
+                        if status == STATUS_OK:
+                            await self.wakeup_qmgr(done.queue_id)
+                        await ch.send_attr({"id": done.req_id, "status": status,
+                                            "reason": reason, "queue_id": done.queue_id})
                         # Written now, not at the next loop turn: smtpd's
                         # 250 (or 4xx) waits for it.
                         await ch.flush()
-                        self.active -= 1
-                        served += 1
-                        if status == STATUS_OK:
-                            await self.wakeup_qmgr(sub.queue_id)
                         # Refilled after a commit, when this process is
                         # least busy: enough for the messages in progress
                         # and the next one.
                         self.spares.want(min(self.active + 2, SPARE_MAX))
-                        sub = None
                         continue
                     sub.record(frame.rtype, frame.data)
                     continue
@@ -521,7 +541,12 @@ class CleanupService:
                 if request == "open" and sub is None:
                     sub = await self.open(ch, attrs)
                 elif request == "abort" and sub is not None:
-                    sub.writer.abort()
+                    if sub.records:
+                        sub.writer.abort()
+                    else:
+                        # Opened ahead (smtpd opens at MAIL FROM) and no
+                        # recipient accepted: the file is as it was made.
+                        self.spares.give_back(sub.writer)
                     self.active -= 1
                     sub = None
                 else:

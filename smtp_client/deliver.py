@@ -508,7 +508,9 @@ class Agent:
                 if not isinstance(attrs, dict) or attrs.get("request") != "deliver":
                     self.log.warning("unexpected delivery request: %.100r", attrs)
                     continue
-                t = asyncio.create_task(self._serve_request(ch, attrs))
+                # Eager: the delivery starts now, not one loop turn later.
+                t = asyncio.Task(self._serve_request(ch, attrs), loop=asyncio.get_running_loop(),
+                                 eager_start=True)
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
         finally:
@@ -832,8 +834,10 @@ class Agent:
         out = client.pull()
         try:
             if out:
-                conn.writer.write(out)
-                await asyncio.wait_for(conn.writer.drain(), self.s.timeout_for(client.waiting_for))
+                w = conn.writer
+                w.write(out)
+                if w.transport.get_write_buffer_size():   # else drain() has nothing to wait for
+                    await asyncio.wait_for(w.drain(), self.s.timeout_for(client.waiting_for))
             data = await asyncio.wait_for(conn.reader.read(65536),
                                           self.s.timeout_for(client.waiting_for))
         except TimeoutError:
@@ -940,7 +944,8 @@ class Agent:
             evs = conn.client.content_end(enc.finish(), rset=want_cache)
             out.append(conn.client.pull())
             w.write(b"".join(out))
-            await asyncio.wait_for(w.drain(), timeout)
+            if w.transport.get_write_buffer_size():
+                await asyncio.wait_for(w.drain(), timeout)
             return evs
         except TimeoutError:
             return conn.client.content_timeout()

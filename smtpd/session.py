@@ -20,10 +20,15 @@ DESCRIPTION
     pauses while more than READ_PAUSE_BYTES of content wait for cleanup
     (backpressure), and resumes below half of that.
 
-    Cleanup (contract in docs/internals.md, protocol "cleanup"): the queue
-    file is opened at the first accepted RCPT (Postfix's
-    smtpd_delay_open_until_valid_rcpt = yes), which gives the queue ID and
-    the `QID: client=host[ip]` line; the sender (S) and each accepted
+    Cleanup (contract in docs/internals.md, protocol "cleanup"): the open
+    request goes to cleanup right after the 250 to MAIL FROM, so that the
+    queue file (a spare, made ahead) is ready when the RCPT needs it; the
+    transaction starts at the first accepted RCPT, as with Postfix's
+    smtpd_delay_open_until_valid_rcpt = yes: the queue ID is logged there
+    (`QID: client=host[ip]`), and a transaction that ends without an
+    accepted recipient is aborted before any record, its queue ID never
+    logged (NOQUEUE) and its untouched file kept by cleanup as a spare for
+    the next message (no disk write).  The sender (S) and each accepted
     recipient (R) are sent as they are accepted, M at DATA, B blocks as
     content arrives, X and E at the end, then the commit reply decides the
     250/4xx/5xx.  Cleanup channels are pooled per process (CleanupPool) and
@@ -147,7 +152,14 @@ _STATUS_REPLIES = {
 
 
 class CleanupTransaction:
-    """One message on a pooled cleanup channel."""
+    """One message on a pooled cleanup channel.
+
+    begin() sends the open request at MAIL FROM, so that cleanup has the
+    queue file ready while the client sends RCPT; the transaction is
+    `started` at the first accepted recipient, where the queue ID is first
+    logged (Postfix's "QID: client=").  Aborted before that, cleanup keeps
+    the untouched file for the next message.
+    """
 
     def __init__(self, pool: CleanupPool):
         self.pool = pool
@@ -155,6 +167,16 @@ class CleanupTransaction:
         self.id = 0
         self.queue_id = ""
         self.failed: Reply | None = None
+        self.started = False
+        self._opening: asyncio.Task | None = None
+
+    def begin(self, attrs: dict) -> None:
+        """Send the open request in the background; opened() waits for it."""
+        self._opening = asyncio.get_running_loop().create_task(self.open(attrs))
+
+    async def opened(self) -> str:
+        """The queue ID (CleanupError if the open failed)."""
+        return await self._opening
 
     async def open(self, attrs: dict) -> str:
         # A pooled channel may lead to a cleanup process that has just
@@ -187,7 +209,7 @@ class CleanupTransaction:
         return self.queue_id
 
     async def record(self, rtype: bytes, data: bytes) -> None:
-        if self.failed is not None or self.ch is None:
+        if self.failed is not None or self.ch is None or not self.started:
             return
         try:
             if len(data) <= RECORD_MAX:
@@ -224,6 +246,11 @@ class CleanupTransaction:
         return _STATUS_REPLIES.get(status, R.QUEUE_WRITE_ERROR)
 
     async def abort(self) -> None:
+        if self._opening is not None:
+            try:
+                await self._opening     # (also takes a failed open's exception)
+            except Exception:
+                pass
         if self.ch is None:
             return
         try:
@@ -613,6 +640,10 @@ class Session(asyncio.Protocol):
             self.sender, self.mail_params = e.path, e.params
             self.first_rcpt = ""
             p.respond(None)
+            if self.txn is not None:    # (the core resets before a new MAIL)
+                await self.txn.abort()
+            self.txn = CleanupTransaction(self.svc.pool)
+            self.txn.begin(self._open_attrs())
         elif isinstance(e, P.RcptTo):
             p.respond(await self._rcpt(e))
         elif isinstance(e, P.DataStart):
@@ -620,7 +651,7 @@ class Session(asyncio.Protocol):
         elif isinstance(e, P.DataEnd):
             p.respond(await self._data_end(e))
         elif isinstance(e, P.BdatChunkEnd):
-            if self.txn is None or self.txn.failed is not None:
+            if self.txn is None or not self.txn.started or self.txn.failed is not None:
                 p.respond((self.txn and self.txn.failed) or R.QUEUE_WRITE_ERROR)
             else:
                 p.respond(None)
@@ -726,17 +757,21 @@ class Session(asyncio.Protocol):
         svc = self.svc
         reply = await svc.policy.check_rcpt(self.client, self.sender, e.path)
         if reply is not None:
-            self._log_info("%s", reject_log_line(self.txn.queue_id if self.txn else None, "RCPT",
+            self._log_info("%s", reject_log_line(self._logged_queue_id(), "RCPT",
                                                  self.client, reply, self.sender, e.path))
             return reply
-        if self.txn is None:
-            txn = CleanupTransaction(svc.pool)
+        txn = self.txn
+        if txn is None:             # the open at MAIL FROM failed: again
+            txn = self.txn = CleanupTransaction(svc.pool)
+            txn.begin(self._open_attrs())
+        if not txn.started:
             try:
-                qid = await txn.open(self._open_attrs())
+                qid = await txn.opened()
             except CleanupError as err:
+                self.txn = None
                 svc.log("warning", "%s: %s", self._namaddr(), err)
                 return err.reply
-            self.txn = txn
+            txn.started = True
             p = self.proto
             if p.sasl_username is not None:
                 self._log_info("%s: client=%s, sasl_method=%s, sasl_username=%s", qid, self._namaddr(),
@@ -750,6 +785,11 @@ class Session(asyncio.Protocol):
         if self.txn.failed is not None:
             return self.txn.failed
         return None
+
+    def _logged_queue_id(self) -> str | None:
+        """The queue ID once logged (first accepted recipient), else None
+        (NOQUEUE), even when the file is already open."""
+        return self.txn.queue_id if self.txn is not None and self.txn.started else None
 
     def _open_attrs(self) -> dict:
         c = self.client
@@ -783,11 +823,11 @@ class Session(asyncio.Protocol):
     async def _data_start(self, e: P.DataStart) -> Reply | None:
         reply = await self.svc.policy.check_data(self.client, self.sender, self.proto.rcpt_count)
         if reply is not None:
-            self._log_info("%s", reject_log_line(self.txn.queue_id if self.txn else None,
+            self._log_info("%s", reject_log_line(self._logged_queue_id(),
                                                  "BDAT" if e.bdat else "DATA",
                                                  self.client, reply, self.sender, None))
             return reply
-        if self.txn is None:
+        if self.txn is None or not self.txn.started:
             return R.QUEUE_WRITE_ERROR
         await self.txn.record(b"M", b"")
         return self.txn.failed
@@ -799,7 +839,9 @@ class Session(asyncio.Protocol):
             if txn is not None:
                 await txn.abort()
             return e.error
-        if txn is None:
+        if txn is None or not txn.started:
+            if txn is not None:
+                await txn.abort()
             return R.QUEUE_WRITE_ERROR
         reply = await txn.commit()
         if reply.code >= 400:

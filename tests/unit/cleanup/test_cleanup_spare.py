@@ -27,6 +27,13 @@ async def _open(path, n):
     return ch, reply["queue_id"]
 
 
+async def _serve(daemon_context, tmp_path):
+    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
+    svc = S.CleanupService(ctx)
+    path = str(tmp_path / "cleanup.sock")
+    return svc, qdir, path, await channel.serve(path, S.PROTOCOL, svc.handle)
+
+
 async def _spares(svc, n):
     for _ in range(200):
         if len(svc.spares) >= n:
@@ -36,10 +43,7 @@ async def _spares(svc, n):
 
 
 async def test_open_takes_a_spare_and_stop_removes_them(daemon_context, tmp_path):
-    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
-    svc = S.CleanupService(ctx)
-    path = str(tmp_path / "cleanup.sock")
-    server = await channel.serve(path, S.PROTOCOL, svc.handle)
+    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
     try:
         svc.spares.want(3)
         spare_ids = await _spares(svc, 3)
@@ -82,3 +86,50 @@ async def test_a_fill_that_ends_after_stop_leaves_nothing(daemon_context):
     pool.close()
     pool._fill(3)                                  # a fill still running at stop
     assert len(pool) == 0 and _incoming(qdir) == []
+
+
+async def test_an_abort_before_any_record_keeps_the_file_for_the_next_open(daemon_context, tmp_path):
+    # smtpd opens at MAIL FROM; when no recipient is accepted it aborts
+    # without having sent a record, and the queue ID was never logged.
+    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
+    try:
+        svc.spares.want(1)
+        (spare,) = await _spares(svc, 1)
+        ch, q1 = await _open(path, 1)
+        assert q1 == spare and len(svc.spares) == 0
+        await ch.send_attr({"request": "abort", "id": 1})
+        await ch.flush()
+        await _spares(svc, 1)
+        # The same file, still there and still not ready, is the next one.
+        assert _incoming(qdir) == [q1] and list(qfile.scan(qdir, "incoming")) == []
+        reply = await ch.request({"request": "open", "id": 2, "origin": "smtpd"}, timeout=5)
+        assert reply["queue_id"] == q1
+        # After a record the file is the message's: an abort removes it.
+        await ch.send_record(b"S", b"a@example.org")
+        await ch.send_attr({"request": "abort", "id": 2})
+        await ch.flush()
+        for _ in range(200):
+            if q1 not in _incoming(qdir):
+                break
+            await asyncio.sleep(0.01)
+        assert q1 not in _incoming(qdir) and len(svc.spares) == 0
+        await ch.close()
+        svc.stop()
+    finally:
+        server.close()
+        svc.executor.shutdown()
+
+
+def test_give_back_removes_a_file_that_was_not_a_spare_or_is_too_old(daemon_context):
+    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
+    pool = S.SparePool(qdir)
+    try:
+        fresh = qfile.QueueWriter.create(qdir)          # made on the loop: no spare
+        pool.give_back(fresh)
+        pool._fill(1)
+        old = pool.take()
+        old.spare_made -= S.SPARE_MAX_AGE + 1
+        pool.give_back(old)
+        assert len(pool) == 0 and _incoming(qdir) == []
+    finally:
+        pool.close()

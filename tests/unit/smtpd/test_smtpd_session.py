@@ -133,6 +133,37 @@ async def test_message_is_streamed_to_cleanup(env):
                         "commands=5/6")
 
 
+async def test_queue_file_is_opened_at_mail_from_and_unlogged_until_a_recipient(env):
+    # The open goes out at MAIL FROM, so cleanup has the file ready by the
+    # RCPT; a transaction without an accepted recipient aborts it, and its
+    # queue ID appears nowhere (Postfix's NOQUEUE).
+    svc, cleanup, logs = env
+    r, w = await connect(svc)
+    await reply(r)
+    w.write(b"EHLO c\r\n")
+    await reply(r)
+    w.write(b"MAIL FROM:<a@b.test>\r\n")
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    for _ in range(250):
+        if cleanup.n:
+            break
+        await asyncio.sleep(0.01)
+    assert cleanup.n == 1
+    w.write(b"RCPT TO:<x@elsewhere.test>\r\nRSET\r\nQUIT\r\n")
+    assert (await reply(r))[0].startswith("554 5.7.1")
+    assert (await reply(r)) == ["250 2.0.0 Ok"]
+    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    w.close()
+    for _ in range(250):
+        if cleanup.aborted and logs and logs[-1][1].startswith("disconnect"):
+            break
+        await asyncio.sleep(0.01)
+    assert cleanup.aborted == 1 and cleanup.messages == []
+    msgs = [m for _, m in logs]
+    assert not any("QID1" in m for m in msgs)
+    assert any(m.startswith("NOQUEUE: reject: RCPT from") for m in msgs)
+
+
 async def test_cleanup_unavailable_gives_451(env, tmp_path):
     svc, cleanup, logs = env
     svc.pool.path = str(tmp_path / "nothing-here")
