@@ -152,6 +152,7 @@ class QueueManager:
         self.force_deferred = False
         self.tasks: set[asyncio.Task] = set()
         self.pending_ids: list[str] = []      # wakeups to handle
+        self.held_log: list | None = None     # see handle()
 
     # -- configuration helpers ----------------------------------------------
 
@@ -199,8 +200,16 @@ class QueueManager:
                         # run() (two task switches less on a new message's
                         # way to its delivery agent).
                         if qid not in self.messages:
-                            self.activate(qid, INCOMING)
-                            self.schedule(time.time())
+                            # Its "queue active" line is logged once the
+                            # delivery request is written: the delivery
+                            # does not wait for the log line.
+                            self.held_log = []
+                            try:
+                                self.activate(qid, INCOMING)
+                                self.schedule(time.time())
+                            finally:
+                                self._flush_held_log()
+                                self.held_log = None
                     else:
                         self.pending_ids.append(qid)
                         self.kick.set()
@@ -214,6 +223,12 @@ class QueueManager:
             pass
         finally:
             await ch.close()
+
+    def _flush_held_log(self) -> None:
+        if self.held_log:
+            held, self.held_log = self.held_log, []
+            for args in held:
+                log.info(*args)
 
     def flush(self) -> None:
         """Make deferred mail eligible now (postqueue -f, postfix flush)."""
@@ -311,8 +326,12 @@ class QueueManager:
         msg = Message(qid, env, from_queue)
         self.messages[qid] = msg
         pending = [r for r in env.recipients if not r.done]
-        log.info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)",
-                 qid, env.sender, env.content_size, len(env.recipients))
+        line = ("%s: from=<%s>, size=%d, nrcpt=%d (queue active)",
+                qid, env.sender, env.content_size, len(env.recipients))
+        if self.held_log is not None:
+            self.held_log.append(line)
+        else:
+            log.info(*line)
         if from_queue == DEFERRED:
             self._remove_defer_log(qid)
         if pending and showq.is_force_expired(env.mode):   # from read_envelope's fstat
@@ -416,6 +435,7 @@ class QueueManager:
 
     def _log_results(self, job: Job, results: list[dict], relay: str) -> None:
         """Delivery lines for results qmgr decided itself (no agent ran)."""
+        self._flush_held_log()          # "queue active" first
         now = time.time()
         env = job.message.env
         for rcpt, res in zip(job.recipients, results):

@@ -394,7 +394,10 @@ class Policy:
             return CONFIG_ERROR
         ctx = _Ctx(client, sender, recipient)
         for name in ("client", "helo", "sender", "relay", "recipient"):
-            verdict, reply = await self._eval_list(self.lists[name], ctx)
+            restrictions = self.lists[name]
+            if not restrictions:        # (most are empty: no coroutine for them)
+                continue
+            verdict, reply = await self._eval_list(restrictions, ctx)
             if verdict == REJECT:
                 return reply
         if self.s.cfg is not None and self.s.cfg.get("smtpd_reject_unlisted_recipient"):

@@ -415,6 +415,7 @@ class Session(asyncio.Protocol):
         self._paused = False
         self._counted = False
         self.txn: CleanupTransaction | None = None
+        self._log_after_reply: list = []      # (fmt, args), see _rcpt
         self.sender: A.Path | None = None
         self.mail_params: A.MailParams | None = None
         self.first_rcpt: str = ""
@@ -527,6 +528,11 @@ class Session(asyncio.Protocol):
     def _log_info(self, fmt: str, *args) -> None:
         self.svc.log("info", fmt, *args)
 
+    def _flush_log_after_reply(self) -> None:
+        lines, self._log_after_reply = self._log_after_reply, []
+        for fmt, args in lines:
+            self._log_info(fmt, *args)
+
     def _arm_timer(self) -> None:
         """(Re)start the smtpd_timeout clock.  Called for every read, so it
         only moves the deadline; the one timer handle re-arms itself for
@@ -589,8 +595,9 @@ class Session(asyncio.Protocol):
             except Exception:
                 name = "unknown"
             self.client.name = name or "unknown"
-            self._log_info("connect from %s", self._namaddr())
-            if svc.tls.wrapper and not self._lost:
+            wrapper = svc.tls.wrapper and not self._lost
+            if wrapper:
+                self._log_info("connect from %s", self._namaddr())
                 if svc.tls.context is None:
                     svc.log("warning", "%s: TLS not available: %s", self._namaddr(), svc.tls.error)
                     self.transport.close()
@@ -599,6 +606,10 @@ class Session(asyncio.Protocol):
             if not self._lost and not self.transport.is_closing():
                 self.proto.start()
                 self._after()
+            if not wrapper:
+                # Logged once the greeting is written: the client waits
+                # for the 220, not for the log line.
+                self._log_info("connect from %s", self._namaddr())
             while True:
                 while self._queue:
                     e = self._queue.popleft()
@@ -610,6 +621,8 @@ class Session(asyncio.Protocol):
                                 self.transport.resume_reading()
                     await self._handle(e)
                     self._after()
+                    if self._log_after_reply:
+                        self._flush_log_after_reply()
                 if self._lost or (self.proto.closing and not self._queue):
                     break
                 self._wake.clear()
@@ -621,6 +634,8 @@ class Session(asyncio.Protocol):
                 t.write(Reply(421, "4.3.0", f"{svc.settings.myhostname} Server local error").to_bytes())
                 t.close()
         finally:
+            if self._log_after_reply:
+                self._flush_log_after_reply()
             if self.txn is not None:
                 await self.txn.abort()
                 self.txn = None
@@ -773,11 +788,14 @@ class Session(asyncio.Protocol):
                 return err.reply
             txn.started = True
             p = self.proto
+            # Logged right after the RCPT reply is written (the client
+            # waits for the reply, not for the log line), before the next
+            # command is handled.
             if p.sasl_username is not None:
-                self._log_info("%s: client=%s, sasl_method=%s, sasl_username=%s", qid, self._namaddr(),
-                               p.sasl_method, p.sasl_username)
+                self._log_after_reply.append(("%s: client=%s, sasl_method=%s, sasl_username=%s",
+                                              (qid, self._namaddr(), p.sasl_method, p.sasl_username)))
             else:
-                self._log_info("%s: client=%s", qid, self._namaddr())
+                self._log_after_reply.append(("%s: client=%s", (qid, self._namaddr())))
             await txn.record(b"S", self.sender.address.encode("utf-8", "surrogateescape"))
         rp = e.params
         rec = "\0".join([e.path.address, e.path.address, rp.orcpt, str(rp.notify)])

@@ -104,3 +104,40 @@ async def test_wakeup_activates_at_once_when_there_is_room(daemon_context, tmp_p
         await ch.close()
     finally:
         server.close()
+
+
+async def test_queue_active_line_is_logged_after_the_delivery_is_scheduled(daemon_context, tmp_path,
+                                                                          monkeypatch):
+    # The delivery request goes out first; the line follows in the same
+    # handler, and still comes before any line qmgr itself logs for it.
+    import asyncio
+    from fulmar.ipc import channel
+    qm, qdir = _qm(daemon_context)
+    logged = []
+    monkeypatch.setattr(manager.log, "info", lambda fmt, *a: logged.append(fmt % a))
+    seen_at_schedule = []
+
+    def schedule(now):
+        seen_at_schedule.append(list(logged))
+        qm._log_results(manager.Job(qm.messages[qid], "smtp", "nexthop",
+                                    qm.messages[qid].env.recipients),
+                        [{"status": "deferred", "dsn": "4.4.1", "reason": "dead"}], relay="none")
+    qm.schedule = schedule
+    qid = _message(qdir)
+    path = str(tmp_path / "qmgr.sock")
+    server = await channel.serve(path, "qmgr", qm.handle)
+    try:
+        ch = await channel.connect(path, protocol="qmgr", timeout=5)
+        await ch.send_attr({"request": "wakeup", "queue_id": qid})
+        await ch.flush()
+        for _ in range(100):
+            if seen_at_schedule:
+                break
+            await asyncio.sleep(0.01)
+        assert seen_at_schedule == [[]]
+        assert logged[0] == f"{qid}: from=<a@example.org>, size=17, nrcpt=1 (queue active)"
+        assert "status=deferred" in logged[1] and len(logged) == 2
+        assert qm.held_log is None
+        await ch.close()
+    finally:
+        server.close()
