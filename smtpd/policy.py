@@ -417,6 +417,8 @@ class Policy:
         return validator.check(recipient.address, _shown(recipient))
 
     async def check_data(self, client: Client, sender: A.Path | None, rcpt_count: int) -> Reply | None:
+        if not self.lists["data"]:
+            return None
         ctx = _Ctx(client, sender, None)
         verdict, reply = await self._eval_list(self.lists["data"], ctx)
         if verdict == REJECT:
