@@ -101,6 +101,10 @@ INCOMING_RESCAN = 1.0
 
 # Envelope attributes a delivery request carries (deliver()).
 REQUEST_ATTRS = frozenset({"dsn_envid", "dsn_ret", "smtputf8", "body_type"})
+#: A message activated by cleanup's wakeup and sent to its agent at once
+#: carries its queue file's bytes in the request when the file is this
+#: small ("content", latin-1 text): the agent need not open the file.
+INLINE_CONTENT_MAX = 16 * 1024
 
 
 class Message:
@@ -153,6 +157,7 @@ class QueueManager:
         self.tasks: set[asyncio.Task] = set()
         self.pending_ids: list[str] = []      # wakeups to handle
         self.held_log: list | None = None     # see handle()
+        self.fresh: dict | None = None        # queue ID -> file bytes, see handle()
 
     # -- configuration helpers ----------------------------------------------
 
@@ -203,13 +208,15 @@ class QueueManager:
                             # Its "queue active" line is logged once the
                             # delivery request is written: the delivery
                             # does not wait for the log line.
-                            self.held_log = []
+                            # The file's bytes go along with the requests
+                            # made now (see activate), and are then dropped.
+                            self.held_log, self.fresh = [], {}
                             try:
                                 self.activate(qid, INCOMING)
                                 self.schedule(time.time())
                             finally:
                                 self._flush_held_log()
-                                self.held_log = None
+                                self.held_log = self.fresh = None
                     else:
                         self.pending_ids.append(qid)
                         self.kick.set()
@@ -321,6 +328,8 @@ class QueueManager:
         # Up to qmgr_message_active_limit envelopes stay in memory: keep
         # only what the delivery requests carry (the agents read the
         # content, and bounce the file, themselves).
+        if self.fresh is not None and env.data is not None and len(env.data) <= INLINE_CONTENT_MAX:
+            self.fresh[qid] = env.data
         env.data = None
         env.attrs = {k: v for k, v in env.attrs.items() if k in REQUEST_ATTRS}
         msg = Message(qid, env, from_queue)
@@ -409,6 +418,9 @@ class QueueManager:
                             "dsn_orcpt": r.dsn_orcpt, "dsn_notify": r.dsn_notify,
                             "offset": r.offset} for r in job.recipients],
         }
+        data = self.fresh.get(msg.queue_id) if self.fresh else None
+        if data is not None:
+            request["content"] = data.decode("latin-1")
         site_failure = False
         reason = ""
         try:

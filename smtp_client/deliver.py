@@ -542,8 +542,15 @@ class Agent:
         path = os.path.join(self.queue_dir, str(req.get("path", "")))
         try:
             if isinstance(req.get("content_offset"), int) and isinstance(req.get("content_size"), int):
-                # qmgr read the envelope a moment ago: only the content is read here.
-                env = self.qfile.content_envelope(path, req["content_offset"], req["content_size"])
+                # qmgr read the envelope a moment ago: only the content is
+                # read here, or (a small file qmgr has just read) taken from
+                # the request.
+                content = req.get("content")
+                if isinstance(content, str):
+                    env = self.qfile.content_envelope_of(path, content.encode("latin-1"),
+                                                         req["content_offset"], req["content_size"])
+                else:
+                    env = self.qfile.content_envelope(path, req["content_offset"], req["content_size"])
                 env.attrs["body_type"] = str(req.get("body_type") or "")
             else:
                 env = self.qfile.read_envelope(path)

@@ -696,17 +696,35 @@ def content_envelope(path: str, content_offset: int, content_size: int) -> Envel
     fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
     try:
         st = os.fstat(fd)
-        x_off = extracted_offset(content_offset, content_size)
-        if content_offset < rec.SIZE_RECORD_LEN or x_off + 2 * rec.HEADER_LEN > st.st_size:
-            raise CorruptQueueFile(path, "content offsets do not fit the file")
+        _check_content_offsets(path, content_offset, content_size, st.st_size)
         data = _pread_exact(fd, st.st_size, 0) if st.st_size <= ENVELOPE_READ else None
     finally:
         os.close(fd)
     _audit("read", path, "content offsets")
+    return _content_only(path, content_offset, content_size, st.st_size, data, st.st_mode)
+
+
+def content_envelope_of(path: str, data: bytes, content_offset: int, content_size: int) -> Envelope:
+    """content_envelope() for a file whose bytes (all of them) the caller
+    already has: qmgr passes a small file it has just read (the content
+    never changes after the commit; iter_content still checks its CRCs)."""
+    path = os.fspath(path)
+    _check_content_offsets(path, content_offset, content_size, len(data))
+    return _content_only(path, content_offset, content_size, len(data), data, 0)
+
+
+def _check_content_offsets(path: str, content_offset: int, content_size: int, file_size: int) -> None:
+    x_off = extracted_offset(content_offset, content_size)
+    if content_offset < rec.SIZE_RECORD_LEN or x_off + 2 * rec.HEADER_LEN > file_size:
+        raise CorruptQueueFile(path, "content offsets do not fit the file")
+
+
+def _content_only(path, content_offset, content_size, file_size, data, mode) -> Envelope:
     return Envelope(queue_id=os.path.basename(path), arrival_time=0.0, sender="", attrs={},
                     recipients=[], content_offset=content_offset, content_size=content_size,
-                    flags=0, file_size=st.st_size, extracted_offset=x_off, data=data,
-                    mode=st.st_mode)
+                    flags=0, file_size=file_size,
+                    extracted_offset=extracted_offset(content_offset, content_size), data=data,
+                    mode=mode)
 
 
 def iter_content(path: str, env: Envelope) -> Iterator[bytes]:

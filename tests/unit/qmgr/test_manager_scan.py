@@ -21,6 +21,22 @@ def _qm(daemon_context, active_limit=20000):
     return manager.QueueManager(ctx), qdir
 
 
+async def _wake(qm, tmp_path, qid, until):
+    """Send cleanup's wakeup for qid to qm.handle; wait until until() is true."""
+    import asyncio
+    from fulmar.ipc import channel
+    path = str(tmp_path / "qmgr.sock")
+    server = await channel.serve(path, "qmgr", qm.handle)
+    ch = await channel.connect(path, protocol="qmgr", timeout=5)
+    await ch.send_attr({"request": "wakeup", "queue_id": qid})
+    await ch.flush()
+    for _ in range(100):
+        if until():
+            break
+        await asyncio.sleep(0.01)
+    return server, ch
+
+
 def _message(qdir):
     w = qfile.QueueWriter.create(qdir)
     w.set_arrival(time.time())
@@ -110,8 +126,6 @@ async def test_queue_active_line_is_logged_after_the_delivery_is_scheduled(daemo
                                                                           monkeypatch):
     # The delivery request goes out first; the line follows in the same
     # handler, and still comes before any line qmgr itself logs for it.
-    import asyncio
-    from fulmar.ipc import channel
     qm, qdir = _qm(daemon_context)
     logged = []
     monkeypatch.setattr(manager.log, "info", lambda fmt, *a: logged.append(fmt % a))
@@ -124,20 +138,42 @@ async def test_queue_active_line_is_logged_after_the_delivery_is_scheduled(daemo
                         [{"status": "deferred", "dsn": "4.4.1", "reason": "dead"}], relay="none")
     qm.schedule = schedule
     qid = _message(qdir)
-    path = str(tmp_path / "qmgr.sock")
-    server = await channel.serve(path, "qmgr", qm.handle)
+    server, ch = await _wake(qm, tmp_path, qid, lambda: seen_at_schedule)
     try:
-        ch = await channel.connect(path, protocol="qmgr", timeout=5)
-        await ch.send_attr({"request": "wakeup", "queue_id": qid})
-        await ch.flush()
-        for _ in range(100):
-            if seen_at_schedule:
-                break
-            await asyncio.sleep(0.01)
         assert seen_at_schedule == [[]]
         assert logged[0] == f"{qid}: from=<a@example.org>, size=17, nrcpt=1 (queue active)"
         assert "status=deferred" in logged[1] and len(logged) == 2
         assert qm.held_log is None
+        await ch.close()
+    finally:
+        server.close()
+
+
+async def test_a_woken_up_small_message_takes_its_file_bytes_to_the_agent(daemon_context, tmp_path):
+    # The request made in the wakeup's handler carries the file qmgr has
+    # just read; one made later (a scan, a retry) does not, and qmgr keeps
+    # no file bytes.
+    import asyncio
+    qm, qdir = _qm(daemon_context)
+    requests = []
+
+    async def request(transport, req):
+        requests.append(req)
+        return [{"offset": r["offset"], "status": "deferred", "dsn": "4.0.0", "reason": "x",
+                 "relay": "none"} for r in req["recipients"]]
+    qm.transports.request = request
+    first, second = _message(qdir), _message(qdir)
+    with open(qfile.path_of(qdir, "incoming", first), "rb") as f:
+        first_bytes = f.read()
+    server, ch = await _wake(qm, tmp_path, first, lambda: requests)
+    try:
+        assert requests[0]["content"].encode("latin-1") == first_bytes
+        assert qm.fresh is None
+        qm.activate(second, manager.INCOMING)
+        qm.schedule(time.time())
+        await asyncio.sleep(0.05)
+        assert [r["queue_id"] for r in requests] == [first, second]
+        assert "content" not in requests[1]
         await ch.close()
     finally:
         server.close()

@@ -511,6 +511,24 @@ def test_content_envelope_reads_only_the_content(queue_dir):
     assert b"".join(qfile.iter_content(path2, light2)) == big
 
 
+def test_content_envelope_of_bytes_qmgr_passed(queue_dir):
+    # A small file qmgr has just read comes in the request: same envelope,
+    # no file opened; wrong offsets or damaged bytes never yield content.
+    _, path = write_message(queue_dir)
+    env = qfile.read_envelope(path)
+    light = qfile.content_envelope_of("/nonexistent/" + env.queue_id, env.data,
+                                      env.content_offset, env.content_size)
+    assert light.data == env.data and light.file_size == env.file_size
+    assert b"".join(qfile.iter_content(path, light)) == BODY
+    with pytest.raises(CorruptQueueFile):
+        qfile.content_envelope_of(path, env.data, env.content_offset, env.file_size)
+    damaged = bytearray(env.data)
+    damaged[env.content_offset + 20] ^= 1
+    with pytest.raises(CorruptQueueFile):
+        b"".join(qfile.iter_content(path, qfile.content_envelope_of(
+            path, bytes(damaged), env.content_offset, env.content_size)))
+
+
 def test_content_envelope_with_wrong_offsets_never_yields_content(queue_dir):
     _, path = write_message(queue_dir)
     env = qfile.read_envelope(path)

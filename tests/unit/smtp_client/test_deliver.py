@@ -284,4 +284,10 @@ async def test_offsets_from_qmgr_spare_the_envelope_read(sink, tmp_path, monkeyp
     bad = dict(req, content_offset=env.content_offset + 3)
     res = await agent.deliver(bad)
     assert res[0]["status"] == "deferred" and len(sink.messages) == 1
+    # With the file's bytes in the request (qmgr's wakeup path), the file
+    # is not opened at all.
+    monkeypatch.setattr(qfile, "content_envelope", lambda *a: no_envelope(None))
+    res = await agent.deliver(dict(req, content=env.data.decode("latin-1")))
+    assert res[0]["status"] == "sent", res
+    assert sink.messages[-1] == b"Subject: real\r\n\r\n..leading dot\r\n"
     await agent.shutdown()
