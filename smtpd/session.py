@@ -13,7 +13,9 @@ SYNOPSIS
 DESCRIPTION
     Session is an asyncio.Protocol.  data_received() feeds the sans-IO
     ServerProtocol and writes its replies at once; every event goes through
-    one worker task per session, in order, so the cleanup records of a
+    one worker task per session, in order (except a MAIL FROM with
+    nothing queued before it while the worker is idle: it needs no I/O
+    and is answered in the read callback), so the cleanup records of a
     message are written in the order the content arrived.  Decisions that
     need I/O (restrictions, cleanup open/commit, ETRN, the error sleep) run
     in that task; the protocol buffers further input meanwhile.  Reading
@@ -408,6 +410,7 @@ class Session(asyncio.Protocol):
         self._queue: deque = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
+        self._idle = False              # the worker waits for events
         self._task: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0            # loop.time() when smtpd_timeout expires
@@ -566,10 +569,23 @@ class Session(asyncio.Protocol):
     def _after(self) -> None:
         """Move protocol events to the worker, write replies, close if done."""
         p = self.proto
-        for e in p.events():
-            if isinstance(e, P.DataChunk):
-                self._queued_bytes += len(e.data)
-            self._queue.append(e)
+        events = p.events()
+        while events:
+            for e in events:
+                if (type(e) is P.MailFrom and self._idle and not self._queue and self.txn is None
+                        and self._tls_early is None):
+                    # Nothing before it is pending and it needs no I/O: its
+                    # 250 goes out now, without the worker task's wake-up.
+                    try:
+                        self._mail_from(e)
+                    except Exception as exc:   # a bug, as in the worker
+                        self._internal_error(exc)
+                        return
+                    continue
+                if isinstance(e, P.DataChunk):
+                    self._queued_bytes += len(e.data)
+                self._queue.append(e)
+            events = p.events()
         if self._queue:
             self._wake.set()
         if self._tls_early is not None:
@@ -626,13 +642,13 @@ class Session(asyncio.Protocol):
                 if self._lost or (self.proto.closing and not self._queue):
                     break
                 self._wake.clear()
-                await self._wake.wait()
+                self._idle = True
+                try:
+                    await self._wake.wait()
+                finally:
+                    self._idle = False
         except Exception as e:  # a bug: log it, never show it to the client
-            svc.log("warning", "%s: internal error in session: %s: %s", self._namaddr(), type(e).__name__, e)
-            t = self.transport
-            if t is not None and not t.is_closing():
-                t.write(Reply(421, "4.3.0", f"{svc.settings.myhostname} Server local error").to_bytes())
-                t.close()
+            self._internal_error(e)
         finally:
             if self._log_after_reply:
                 self._flush_log_after_reply()
@@ -652,13 +668,10 @@ class Session(asyncio.Protocol):
             c.helo = e.name
             c.protocol = "ESMTP" if e.esmtp else "SMTP"
         elif isinstance(e, P.MailFrom):
-            self.sender, self.mail_params = e.path, e.params
-            self.first_rcpt = ""
-            p.respond(None)
             if self.txn is not None:    # (the core resets before a new MAIL)
                 await self.txn.abort()
-            self.txn = CleanupTransaction(self.svc.pool)
-            self.txn.begin(self._open_attrs())
+                self.txn = None
+            self._mail_from(e)
         elif isinstance(e, P.RcptTo):
             p.respond(await self._rcpt(e))
         elif isinstance(e, P.DataStart):
@@ -707,6 +720,22 @@ class Session(asyncio.Protocol):
             self.svc.log("warning", "non-SMTP command from %s: %s", self._namaddr(), e.line)
         elif isinstance(e, P.LineTooLong):
             self.svc.log("warning", "%s: command line too long after %s", self._namaddr(), e.where)
+
+    def _internal_error(self, e: Exception) -> None:
+        """A bug: log it, never show it to the client; 421 and close."""
+        svc = self.svc
+        svc.log("warning", "%s: internal error in session: %s: %s", self._namaddr(), type(e).__name__, e)
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(Reply(421, "4.3.0", f"{svc.settings.myhostname} Server local error").to_bytes())
+            t.close()
+
+    def _mail_from(self, e: P.MailFrom) -> None:
+        self.sender, self.mail_params = e.path, e.params
+        self.first_rcpt = ""
+        self.proto.respond(None)
+        self.txn = CleanupTransaction(self.svc.pool)
+        self.txn.begin(self._open_attrs())
 
     async def _start_tls(self, started: asyncio.Task | None = None) -> bool:
         """Handshake on the current transport (or finish one `started`
