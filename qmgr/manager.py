@@ -205,11 +205,10 @@ class QueueManager:
                         # run() (two task switches less on a new message's
                         # way to its delivery agent).
                         if qid not in self.messages:
-                            # Its "queue active" line is logged once the
-                            # delivery request is written: the delivery
-                            # does not wait for the log line.
-                            # The file's bytes go along with the requests
-                            # made now (see activate), and are then dropped.
+                            # While the requests are made here: the "queue
+                            # active" line waits until they are written, and
+                            # a small file's bytes go with them (activate,
+                            # deliver); both are dropped right after.
                             self.held_log, self.fresh = [], {}
                             try:
                                 self.activate(qid, INCOMING)

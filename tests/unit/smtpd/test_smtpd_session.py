@@ -164,6 +164,32 @@ async def test_queue_file_is_opened_at_mail_from_and_unlogged_until_a_recipient(
     assert any(m.startswith("NOQUEUE: reject: RCPT from") for m in msgs)
 
 
+async def test_mail_from_is_answered_in_the_read_callback(env):
+    # With the worker task idle and nothing queued, MAIL FROM needs no I/O:
+    # its 250 is written before data_received() returns, not after the
+    # worker's wake-up (docs/performance.md, item 22).
+    svc, cleanup, logs = env
+    r, w = await connect(svc)
+    await reply(r)
+    w.write(b"EHLO c\r\n")
+    await reply(r)
+    (session,) = svc.sessions
+    for _ in range(250):
+        if getattr(session, "_idle", True):
+            break
+        await asyncio.sleep(0.01)
+    written = []
+    write = session.transport.write
+    session.transport.write = lambda data: (written.append(bytes(data)), write(data))
+    session.data_received(b"MAIL FROM:<a@b.test>\r\n")
+    assert written == [b"250 2.1.0 Ok\r\n"]
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    w.write(b"RCPT TO:<u@" + HOST.encode() + b">\r\nQUIT\r\n")
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    w.close()
+
+
 async def test_cleanup_unavailable_gives_451(env, tmp_path):
     svc, cleanup, logs = env
     svc.pool.path = str(tmp_path / "nothing-here")
