@@ -85,6 +85,15 @@ async def connect(svc, addr="203.0.113.9"):
     return reader, writer
 
 
+async def greeted(svc, addr="203.0.113.9"):
+    """A connection past the 220 and EHLO."""
+    r, w = await connect(svc, addr)
+    await reply(r)
+    w.write(b"EHLO c\r\n")
+    await reply(r)
+    return r, w
+
+
 async def reply(reader):
     lines = []
     while True:
@@ -138,10 +147,7 @@ async def test_queue_file_is_opened_at_mail_from_and_unlogged_until_a_recipient(
     # RCPT; a transaction without an accepted recipient aborts it, and its
     # queue ID appears nowhere (Postfix's NOQUEUE).
     svc, cleanup, logs = env
-    r, w = await connect(svc)
-    await reply(r)
-    w.write(b"EHLO c\r\n")
-    await reply(r)
+    r, w = await greeted(svc)
     w.write(b"MAIL FROM:<a@b.test>\r\n")
     assert (await reply(r)) == ["250 2.1.0 Ok"]
     for _ in range(250):
@@ -169,10 +175,7 @@ async def test_mail_from_is_answered_in_the_read_callback(env):
     # its 250 is written before data_received() returns, not after the
     # worker's wake-up (docs/performance.md, item 22).
     svc, cleanup, logs = env
-    r, w = await connect(svc)
-    await reply(r)
-    w.write(b"EHLO c\r\n")
-    await reply(r)
+    r, w = await greeted(svc)
     (session,) = svc.sessions
     for _ in range(250):
         if getattr(session, "_idle", True):
