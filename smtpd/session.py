@@ -161,6 +161,12 @@ class CleanupTransaction:
     `started` at the first accepted recipient, where the queue ID is first
     logged (Postfix's "QID: client=").  Aborted before that, cleanup keeps
     the untouched file for the next message.
+
+    A recipient accepted while the open is still on its way does not wait
+    for it (that wait was most of RCPT's reply time): start() keeps the
+    records in a backlog that the open task sends once the file is open,
+    and announces the queue ID then.  An open that fails after that is
+    reported at DATA (settle()), with the same 451 the RCPT would have got.
     """
 
     def __init__(self, pool: CleanupPool):
@@ -170,15 +176,63 @@ class CleanupTransaction:
         self.queue_id = ""
         self.failed: Reply | None = None
         self.started = False
+        self.error: CleanupError | None = None    # why the open failed
         self._opening: asyncio.Task | None = None
+        self._backlog: list[tuple[bytes, bytes]] | None = None  # records waiting for the open
+        self._announce = None       # called with the queue ID once the open is done
 
     def begin(self, attrs: dict) -> None:
         """Send the open request in the background; opened() waits for it."""
-        self._opening = asyncio.get_running_loop().create_task(self.open(attrs))
+        self._opening = asyncio.get_running_loop().create_task(self._open_then_backlog(attrs))
+
+    @property
+    def open_pending(self) -> bool:
+        return self._opening is not None and not self._opening.done()
 
     async def opened(self) -> str:
         """The queue ID (CleanupError if the open failed)."""
         return await self._opening
+
+    def start(self, announce) -> None:
+        """The first recipient is accepted.  announce(queue_id) runs now if
+        the file is open, else from the open task once it is; records
+        until then wait in the backlog."""
+        self.started = True
+        if self.queue_id:
+            announce(self.queue_id)
+        else:
+            self._announce = announce
+            self._backlog = []
+
+    async def settle(self) -> Reply | None:
+        """Wait for a pending open and its backlog; the reply for a
+        transaction that has failed, else None."""
+        if self.open_pending:
+            try:
+                await self._opening
+            except CleanupError:
+                pass
+        return self.failed
+
+    async def _open_then_backlog(self, attrs: dict) -> str:
+        try:
+            qid = await self.open(attrs)
+        except CleanupError as err:
+            self.error = err
+            if self.started:
+                self.failed = err.reply
+                self._backlog = self._announce = None
+            raise
+        if self._announce is not None:
+            announce, self._announce = self._announce, None
+            announce(qid)
+        # record() appends while this awaits; nothing is left behind
+        # because the backlog is dropped only when it is empty.
+        while self._backlog:
+            rtype, data = self._backlog.pop(0)
+            await self._send(rtype, data)
+        self._backlog = None
+        return qid
 
     async def open(self, attrs: dict) -> str:
         # A pooled channel may lead to a cleanup process that has just
@@ -211,7 +265,16 @@ class CleanupTransaction:
         return self.queue_id
 
     async def record(self, rtype: bytes, data: bytes) -> None:
-        if self.failed is not None or self.ch is None or not self.started:
+        if self.failed is not None or not self.started:
+            return
+        if self._backlog is not None:
+            self._backlog.append((rtype, data))
+            return
+        if self.ch is not None:
+            await self._send(rtype, data)
+
+    async def _send(self, rtype: bytes, data: bytes) -> None:
+        if self.failed is not None or self.ch is None:
             return
         try:
             if len(data) <= RECORD_MAX:
@@ -225,6 +288,7 @@ class CleanupTransaction:
             self._drop()
 
     async def commit(self) -> Reply:
+        await self.settle()
         if self.failed is not None or self.ch is None:
             self._drop()
             return self.failed or R.QUEUE_WRITE_ERROR
@@ -253,6 +317,7 @@ class CleanupTransaction:
                 await self._opening     # (also takes a failed open's exception)
             except Exception:
                 pass
+        self._backlog = self._announce = None
         if self.ch is None:
             return
         try:
@@ -531,6 +596,9 @@ class Session(asyncio.Protocol):
     def _log_info(self, fmt: str, *args) -> None:
         self.svc.log("info", fmt, *args)
 
+    def _log_after_reply_add(self, fmt: str, *args) -> None:
+        self._log_after_reply.append((fmt, args))
+
     def _flush_log_after_reply(self) -> None:
         lines, self._log_after_reply = self._log_after_reply, []
         for fmt, args in lines:
@@ -801,6 +869,8 @@ class Session(asyncio.Protocol):
         svc = self.svc
         reply = await svc.policy.check_rcpt(self.client, self.sender, e.path)
         if reply is not None:
+            if self.txn is not None and self.txn.started:
+                await self.txn.settle()     # the queue ID for the log line
             self._log_info("%s", reject_log_line(self._logged_queue_id(), "RCPT",
                                                  self.client, reply, self.sender, e.path))
             return reply
@@ -809,22 +879,25 @@ class Session(asyncio.Protocol):
             txn = self.txn = CleanupTransaction(svc.pool)
             txn.begin(self._open_attrs())
         if not txn.started:
-            try:
-                qid = await txn.opened()
-            except CleanupError as err:
-                self.txn = None
-                svc.log("warning", "%s: %s", self._namaddr(), err)
-                return err.reply
-            txn.started = True
+            if not txn.open_pending:
+                try:
+                    await txn.opened()
+                except CleanupError as err:
+                    self.txn = None
+                    svc.log("warning", "%s: %s", self._namaddr(), err)
+                    return err.reply
             p = self.proto
-            # Logged right after the RCPT reply is written (the client
-            # waits for the reply, not for the log line), before the next
-            # command is handled.
             if p.sasl_username is not None:
-                self._log_after_reply.append(("%s: client=%s, sasl_method=%s, sasl_username=%s",
-                                              (qid, self._namaddr(), p.sasl_method, p.sasl_username)))
+                line = ("%s: client=%s, sasl_method=%s, sasl_username=%s",
+                        (self._namaddr(), p.sasl_method, p.sasl_username))
             else:
-                self._log_after_reply.append(("%s: client=%s", (qid, self._namaddr())))
+                line = ("%s: client=%s", (self._namaddr(),))
+            # The line waits for the queue ID.  Known now, it is logged
+            # right after the RCPT reply is written (the client waits for
+            # the reply, not for the log line), before the next command.
+            pending = txn.open_pending
+            txn.start(lambda qid: (self._log_info if pending else self._log_after_reply_add)(
+                line[0], qid, *line[1]))
             await txn.record(b"S", self.sender.address.encode("utf-8", "surrogateescape"))
         rp = e.params
         rec = "\0".join([e.path.address, e.path.address, rp.orcpt, str(rp.notify)])
@@ -836,7 +909,7 @@ class Session(asyncio.Protocol):
     def _logged_queue_id(self) -> str | None:
         """The queue ID once logged (first accepted recipient), else None
         (NOQUEUE), even when the file is already open."""
-        return self.txn.queue_id if self.txn is not None and self.txn.started else None
+        return (self.txn.queue_id or None) if self.txn is not None and self.txn.started else None
 
     def _open_attrs(self) -> dict:
         c = self.client
@@ -868,16 +941,23 @@ class Session(asyncio.Protocol):
         return attrs
 
     async def _data_start(self, e: P.DataStart) -> Reply | None:
+        txn = self.txn
+        if txn is None or not txn.started:
+            failed = R.QUEUE_WRITE_ERROR
+        else:
+            failed = await txn.settle()     # an open still on its way (see _rcpt)
         reply = await self.svc.policy.check_data(self.client, self.sender, self.proto.rcpt_count)
         if reply is not None:
             self._log_info("%s", reject_log_line(self._logged_queue_id(),
                                                  "BDAT" if e.bdat else "DATA",
                                                  self.client, reply, self.sender, None))
             return reply
-        if self.txn is None or not self.txn.started:
-            return R.QUEUE_WRITE_ERROR
-        await self.txn.record(b"M", b"")
-        return self.txn.failed
+        if failed is not None:
+            if txn is not None and txn.error is not None:
+                self.svc.log("warning", "%s: %s", self._namaddr(), txn.error)
+            return failed
+        await txn.record(b"M", b"")
+        return txn.failed
 
     async def _data_end(self, e: P.DataEnd) -> Reply:
         txn, self.txn = self.txn, None

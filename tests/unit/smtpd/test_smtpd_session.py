@@ -32,6 +32,9 @@ class FakeCleanup:
         self.aborted = 0
         self.status = status
         self.n = 0
+        self.gate = asyncio.Event()     # the open reply waits for it
+        self.gate.set()
+        self.open_status = []           # statuses for the next opens (then "ok")
 
     async def handler(self, ch):
         while True:
@@ -42,6 +45,11 @@ class FakeCleanup:
             assert attrs["request"] == "open" and attrs["origin"] == "smtpd"
             self.n += 1
             qid = f"QID{self.n}"
+            await self.gate.wait()
+            if self.open_status:
+                await ch.send_attr({"id": attrs["id"], "status": self.open_status.pop(0)})
+                await ch.flush()
+                continue
             await ch.send_attr({"id": attrs["id"], "status": "ok", "queue_id": qid})
             records = []
             while True:
@@ -168,6 +176,61 @@ async def test_queue_file_is_opened_at_mail_from_and_unlogged_until_a_recipient(
     msgs = [m for _, m in logs]
     assert not any("QID1" in m for m in msgs)
     assert any(m.startswith("NOQUEUE: reject: RCPT from") for m in msgs)
+
+
+async def test_rcpt_is_answered_before_the_open_completes(env):
+    # The RCPT's 250 does not wait for cleanup's reply to the open sent at
+    # MAIL FROM: the records wait for it, and so does the queue ID's log line.
+    svc, cleanup, logs = env
+    cleanup.gate.clear()
+    r, w = await greeted(svc)
+    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\n")
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    assert not any("client=" in m for _, m in logs)
+    cleanup.gate.set()
+    w.write(b"RCPT TO:<x@elsewhere.test>\r\nDATA\r\n")
+    assert (await reply(r))[0].startswith("554 5.7.1")
+    assert (await reply(r)) == ["354 End data with <CR><LF>.<CR><LF>"]
+    w.write(b"Subject: t\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+    assert (await reply(r)) == ["250 2.0.0 Ok: queued as QID1"]
+    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    w.close()
+    attrs, records = cleanup.messages[0]
+    assert [t for t, _ in records] == [b"S", b"R", b"M", b"B", b"X", b"E"]
+    msgs = [m for _, m in logs]
+    client = msgs.index("QID1: client=unknown[203.0.113.9]")
+    # The rejected recipient came after the open: its line has the queue ID.
+    reject = [i for i, m in enumerate(msgs) if m.startswith("QID1: reject: RCPT from")]
+    assert reject and client < reject[0]
+
+
+async def test_open_failing_after_an_accepted_rcpt_answers_data(env):
+    # The open fails after the RCPT was answered: DATA gets the 451 the
+    # RCPT would have got, and the next transaction opens again.
+    svc, cleanup, logs = env
+    cleanup.gate.clear()
+    cleanup.open_status = ["tempfail"]
+    r, w = await greeted(svc)
+    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\n")
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    cleanup.gate.set()
+    w.write(b"DATA\r\n")
+    assert (await reply(r)) == ["451 4.3.0 Error: queue file write error"]
+    w.write(b"RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\nDATA\r\n")
+    assert (await reply(r)) == ["250 2.0.0 Ok"]
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    assert (await reply(r)) == ["354 End data with <CR><LF>.<CR><LF>"]
+    w.write(b"hi\r\n.\r\nQUIT\r\n")
+    assert (await reply(r)) == ["250 2.0.0 Ok: queued as QID2"]
+    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    w.close()
+    msgs = [m for level, m in logs if level == "warning"]
+    assert any(m.startswith("unknown[203.0.113.9]: cleanup open: tempfail") for m in msgs)
+    assert not any("QID1" in m for _, m in logs)
+    assert len(cleanup.messages) == 1
 
 
 async def test_mail_from_is_answered_in_the_read_callback(env):
