@@ -329,6 +329,9 @@ class Settings:
         return replace(self, **kw)
 
 
+# (id(settings), tls_active) -> (settings, EHLO reply); see _ehlo_reply.
+_EHLO_REPLIES: dict = {}
+
 # Modes of the input scanner.
 _CMD, _DATA, _BDAT, _CLOSED, _AUTH, _HANDSHAKE = range(6)
 
@@ -685,7 +688,19 @@ class ServerProtocol:
         if not esmtp:
             self._finish(name, Reply(250, "", self.s.myhostname))
             return
-        self._finish(name, Reply(250, "", "\n".join([self.s.myhostname, *self.ehlo_keywords()])))
+        self._finish(name, self._ehlo_reply())
+
+    def _ehlo_reply(self) -> Reply:
+        # One Reply (and wire form) per settings and TLS state: the list
+        # is the same for every client of a service.
+        key = (id(self.s), self.tls_active)
+        cached = _EHLO_REPLIES.get(key)
+        if cached is None or cached[0] is not self.s:
+            if len(_EHLO_REPLIES) >= 64:
+                _EHLO_REPLIES.clear()
+            cached = _EHLO_REPLIES[key] = (
+                self.s, Reply(250, "", "\n".join([self.s.myhostname, *self.ehlo_keywords()])))
+        return cached[1]
 
     def _cmd_ehlo(self, arg: str) -> None:
         self._cmd_helo(arg, esmtp=True)

@@ -62,6 +62,8 @@ _LDH_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 _ULDH_RE = re.compile(r"^(?:[A-Za-z0-9]|[^\x00-\x7f])(?:(?:[A-Za-z0-9-]|[^\x00-\x7f])*(?:[A-Za-z0-9]|[^\x00-\x7f]))?$")
 _KEYWORD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _CTRL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# A label without strict_rfc821_envelopes: letters, digits, "-", "_", non-ASCII.
+_LOOSE_LABEL_RE = re.compile(r"[A-Za-z0-9_\-\x80-\U0010ffff]+")
 
 
 class AddressError(ValueError):
@@ -265,7 +267,7 @@ def _check_domain(domain: str, strict: bool, utf8_ok: bool) -> None:
         if strict:
             if not rx.match(label):
                 raise ValueError("bad domain label")
-        elif not label or not all(c.isalnum() or c in "-_" or ord(c) > 127 for c in label):
+        elif _LOOSE_LABEL_RE.fullmatch(label) is None:
             # Postfix without strict_rfc821_envelopes lets "_" through; nothing else.
             raise ValueError("bad domain label")
         if not utf8_ok and not label.isascii():

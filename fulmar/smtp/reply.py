@@ -28,7 +28,7 @@ DESCRIPTION
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _CODE_RE = re.compile(r"^([245]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?(?:[ -](.*))?$", re.S)
 _ENH_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
@@ -39,6 +39,7 @@ class Reply:
     code: int
     enhanced: str = ""
     text: str = ""
+    _wire: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     def lines(self) -> list[str]:
         """The reply as text lines, without line ends."""
@@ -53,7 +54,13 @@ class Reply:
         return out
 
     def to_bytes(self) -> bytes:
-        return ("\r\n".join(self.lines()) + "\r\n").encode("utf-8", "surrogateescape")
+        # Made once per Reply: the constants below (and a server's cached
+        # EHLO reply) are sent in every session.
+        out = self._wire
+        if out is None:
+            out = ("\r\n".join(self.lines()) + "\r\n").encode("utf-8", "surrogateescape")
+            object.__setattr__(self, "_wire", out)
+        return out
 
     def __str__(self) -> str:
         return "\n".join(self.lines())

@@ -127,3 +127,20 @@ def test_quoted_local_parts_roundtrip(local, domain):
     path, _ = parse(f"<{ext}@{domain}>")
     assert path.address == f"{local}@{domain}"
     assert A.is_relay_trick(path) == any(c in local for c in "%!@")
+
+
+
+@pytest.mark.parametrize("domain,ok", [
+    ("a_b.test", True), ("x-1.test", True), ("0.0", True), ("b\u00fccher.test", True),
+    ("a!b.test", False), ("a+b.test", False), ("a..b", False), ("a*b.test", False),
+    ("a=b.test", False), ("a\x7fb.test", False),
+])
+def test_loose_domain_labels(domain, ok):
+    # Without strict_rfc821_envelopes a label is letters, digits, "-" and
+    # "_" (Postfix lets "_" through), or non-ASCII when SMTPUTF8 is allowed.
+    try:
+        parse(f"<a@{domain}>", utf8_ok=True)
+        accepted = True
+    except A.AddressError:
+        accepted = False
+    assert accepted == ok

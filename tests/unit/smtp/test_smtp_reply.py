@@ -10,6 +10,13 @@ def test_single_and_multiline():
     assert Reply(550, "5.7.1", "x\ny").to_bytes() == b"550-5.7.1 x\r\n550 5.7.1 y\r\n"
 
 
+def test_wire_form_is_made_once_per_reply():
+    # The constants are sent in every session: encoded once, not per send.
+    assert R.MAIL_OK.to_bytes() is R.MAIL_OK.to_bytes()
+    r = Reply(250, "2.1.0", "Ok")
+    assert r == R.MAIL_OK and hash(r) == hash(R.MAIL_OK) and repr(r) == repr(R.MAIL_OK)
+
+
 def test_postfix_texts():
     assert str(R.relay_denied("x@y")) == "554 5.7.1 <x@y>: Relay access denied"
     assert str(R.too_many_errors("h")) == "421 4.7.0 h Error: too many errors"

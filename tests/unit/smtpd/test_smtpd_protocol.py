@@ -33,6 +33,21 @@ def test_greeting_and_ehlo_keywords_in_postfix_order():
                            "250-SMTPUTF8", "250 CHUNKING"]
 
 
+def test_ehlo_reply_is_made_once_per_settings():
+    # Every client of a service gets the same list: one Reply (and one
+    # wire form) per settings and TLS state (test_smtpd_tls_auth checks
+    # that the list still changes with TLS).
+    settings = P.Settings(**vars(Driver().p.s))
+    replies = []
+    for _ in range(2):
+        p = P.ServerProtocol(settings)
+        p.start()
+        p.receive_data(b"EHLO c\r\n")
+        replies.append(p._ehlo_reply())
+    assert replies[0] is replies[1]
+    assert str(replies[0]).startswith(f"250-{HOST}\n250-PIPELINING")
+
+
 def test_ehlo_discard_keywords_and_vrfy_disabled():
     d = session(discard_ehlo_keywords=frozenset({"DSN", "CHUNKING"}), disable_vrfy=True)
     d.send(b"EHLO c\r\n")
