@@ -24,14 +24,16 @@ DESCRIPTION
 
     Cleanup (contract in docs/internals.md, protocol "cleanup"): the open
     request goes to cleanup right after the 250 to MAIL FROM, so that the
-    queue file (a spare, made ahead) is ready when the RCPT needs it; the
+    queue file (a spare, made ahead) is usually ready by the RCPT (which
+    does not wait for it: see CleanupTransaction); the
     transaction starts at the first accepted RCPT, as with Postfix's
     smtpd_delay_open_until_valid_rcpt = yes: the queue ID is logged there
     (`QID: client=host[ip]`), and a transaction that ends without an
     accepted recipient is aborted before any record, its queue ID never
     logged (NOQUEUE) and its untouched file kept by cleanup as a spare for
     the next message (no disk write).  The sender (S) and each accepted
-    recipient (R) are sent as they are accepted, M at DATA, B blocks as
+    recipient (R) are sent as they are accepted (or once the file is
+    open), M at DATA, B blocks as
     content arrives, X and E at the end, then the commit reply decides the
     250/4xx/5xx.  Cleanup channels are pooled per process (CleanupPool) and
     reused across transactions and sessions.
@@ -68,7 +70,8 @@ LOGS (as Postfix)
 
 FAILURE BEHAVIOUR
     A cleanup failure (connect, timeout, bad reply) answers
-    451 4.3.0 Error: queue file write error; status "diskfull" answers
+    451 4.3.0 Error: queue file write error (an open that fails after its
+    RCPT was answered: at DATA or BDAT); status "diskfull" answers
     452 4.3.1 Insufficient system storage; the session goes on.  An
     exception in the worker is logged as a warning and the connection is
     closed with 421; nothing is ever sent to the client as a traceback.
@@ -270,8 +273,7 @@ class CleanupTransaction:
         if self._backlog is not None:
             self._backlog.append((rtype, data))
             return
-        if self.ch is not None:
-            await self._send(rtype, data)
+        await self._send(rtype, data)
 
     async def _send(self, rtype: bytes, data: bytes) -> None:
         if self.failed is not None or self.ch is None:
@@ -888,16 +890,15 @@ class Session(asyncio.Protocol):
                     return err.reply
             p = self.proto
             if p.sasl_username is not None:
-                line = ("%s: client=%s, sasl_method=%s, sasl_username=%s",
-                        (self._namaddr(), p.sasl_method, p.sasl_username))
+                fmt = "%s: client=%s, sasl_method=%s, sasl_username=%s"
+                args = (self._namaddr(), p.sasl_method, p.sasl_username)
             else:
-                line = ("%s: client=%s", (self._namaddr(),))
+                fmt, args = "%s: client=%s", (self._namaddr(),)
             # The line waits for the queue ID.  Known now, it is logged
             # right after the RCPT reply is written (the client waits for
             # the reply, not for the log line), before the next command.
-            pending = txn.open_pending
-            txn.start(lambda qid: (self._log_info if pending else self._log_after_reply_add)(
-                line[0], qid, *line[1]))
+            log = self._log_info if txn.open_pending else self._log_after_reply_add
+            txn.start(lambda qid: log(fmt, qid, *args))
             await txn.record(b"S", self.sender.address.encode("utf-8", "surrogateescape"))
         rp = e.params
         rec = "\0".join([e.path.address, e.path.address, rp.orcpt, str(rp.notify)])

@@ -78,6 +78,9 @@ class Sink:
                 await writer.drain()
                 data = bytearray()
                 while (ln := await reader.readline()) != b".\r\n":
+                    if not ln:          # the client gave up mid-message
+                        writer.close()
+                        return
                     data += ln
                 self.messages.append(bytes(data))
                 writer.write(b"250 2.0.0 Ok: queued as SINK1\r\n")
@@ -290,4 +293,10 @@ async def test_offsets_from_qmgr_spare_the_envelope_read(sink, tmp_path, monkeyp
     res = await agent.deliver(dict(req, content=env.data.decode("latin-1")))
     assert res[0]["status"] == "sent", res
     assert sink.messages[-1] == b"Subject: real\r\n\r\n..leading dot\r\n"
+    # Bytes that are not the file's (not latin-1 text, or damaged) are a
+    # queue file error: deferred, nothing sent.
+    for content in ("\u20ac" + env.data.decode("latin-1")[1:],
+                    env.data.decode("latin-1").replace("leading", "leadinG")):
+        res = await agent.deliver(dict(req, content=content))
+        assert res[0]["status"] == "deferred" and len(sink.messages) == 2, res
     await agent.shutdown()
