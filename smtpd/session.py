@@ -533,7 +533,9 @@ class Session(asyncio.Protocol):
             self._handshake = asyncio.Task(svc.tls.handshake(loop, transport, self),
                                            loop=loop, eager_start=True)
         self._arm_timer()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        # Started eagerly: the greeting is written here, not one loop turn
+        # later; the task then waits for the first command.
+        self._task = asyncio.Task(self._run(), loop=asyncio.get_running_loop(), eager_start=True)
 
     def data_received(self, data: bytes) -> None:
         if self.proto is None or self._lost:
@@ -642,12 +644,17 @@ class Session(asyncio.Protocol):
         events = p.events()
         while events:
             for e in events:
-                if (type(e) is P.MailFrom and self._idle and not self._queue and self.txn is None
-                        and self._tls_early is None):
-                    # Nothing before it is pending and it needs no I/O: its
-                    # 250 goes out now, without the worker task's wake-up.
+                kind = type(e)
+                if ((kind is P.MailFrom or kind is P.Helo) and self._idle and not self._queue
+                        and self.txn is None and self._tls_early is None):
+                    # Nothing before it is pending and it needs no I/O: done
+                    # now (MAIL's 250 goes out now), without the worker
+                    # task's wake-up.
                     try:
-                        self._mail_from(e)
+                        if kind is P.Helo:
+                            self._helo(e)
+                        else:
+                            self._mail_from(e)
                     except Exception as exc:   # a bug, as in the worker
                         self._internal_error(exc)
                         return
@@ -730,13 +737,11 @@ class Session(asyncio.Protocol):
 
     async def _handle(self, e) -> None:
         p = self.proto
-        c = self.client
         if isinstance(e, P.DataChunk):
             if self.txn is not None:
                 await self.txn.record(b"B", e.data)
         elif isinstance(e, P.Helo):
-            c.helo = e.name
-            c.protocol = "ESMTP" if e.esmtp else "SMTP"
+            self._helo(e)
         elif isinstance(e, P.MailFrom):
             if self.txn is not None:    # (the core resets before a new MAIL)
                 await self.txn.abort()
@@ -799,6 +804,11 @@ class Session(asyncio.Protocol):
         if t is not None and not t.is_closing():
             t.write(Reply(421, "4.3.0", f"{svc.settings.myhostname} Server local error").to_bytes())
             t.close()
+
+    def _helo(self, e: P.Helo) -> None:
+        c = self.client
+        c.helo = e.name
+        c.protocol = "ESMTP" if e.esmtp else "SMTP"
 
     def _mail_from(self, e: P.MailFrom) -> None:
         self.sender, self.mail_params = e.path, e.params

@@ -362,3 +362,25 @@ async def test_bare_newline_exclusion_settings_are_made_once(tmp_path):
     assert seen[0] is seen[1] and seen[0].forbid_bare_newline == "no"
     assert seen[2] is svc.settings and seen[2].forbid_bare_newline == "normalize"
     await asyncio.sleep(0)
+
+
+async def test_greeting_and_ehlo_need_no_loop_turn(env):
+    # The 220 is written inside connection_made (the worker task starts
+    # eagerly) and EHLO is recorded inside data_received, as MAIL FROM is:
+    # neither waits for the worker task's wake-up (docs/performance.md).
+    svc, cleanup, logs = env
+    written = []
+    transport = type("T", (), {"get_extra_info": lambda self, k: None,
+                               "write": lambda self, d: written.append(bytes(d)),
+                               "close": lambda self: None, "is_closing": lambda self: False})()
+    s = Session(svc, peer=("203.0.113.9", 25))
+    s.connection_made(transport)
+    assert written == [f"220 {HOST} ESMTP Postfix\r\n".encode()]
+    s.data_received(b"EHLO client.test\r\n")
+    assert s.client.helo == "client.test" and s.client.protocol == "ESMTP"
+    assert written[1].startswith(f"250-{HOST}\r\n".encode())
+    s.data_received(b"HELO other.test\r\n")
+    assert s.client.helo == "other.test" and s.client.protocol == "SMTP"
+    s._task.cancel()
+    s._timer.cancel()
+    await asyncio.sleep(0)
