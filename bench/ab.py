@@ -2,7 +2,7 @@
 """bench/ab.py: serial latency of two Fulmar builds (and Postfix), interleaved.
 
 usage: .venv/bin/python bench/ab.py [--old REV] [--messages N] [--burst B]
-                                    [--no-postfix] [--keep]
+                                    [--accept ROUNDS] [--no-postfix] [--keep]
 
 On a shared VM the same build's latency moves by ±20 % from one minute to
 the next, which hides a change worth 0.1 ms when builds are measured one
@@ -19,6 +19,12 @@ pip cache); its instance uses this tree's bench configuration and the old
 tree's commands and daemons.  Run as root, as `make bench`.
 
 Prints, per build: p50 and p90 of submission -> arrival, p50 to the 250.
+
+--accept ROUNDS measures `smtp-source -s 1` instead (`make bench`'s serial
+accept throughput, 2,000 messages per run, delivery to smtp-sink): the
+builds take turns, ROUNDS runs each, in a random order per round; prints
+the median and range of msg/s and the machine's busy CPU time per
+message (/proc/stat, the load tools included).
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import instances as I  # noqa: E402
 import loadgen  # noqa: E402
-from run import percentile, ensure_tools, EX_UNAVAILABLE  # noqa: E402
+from run import drain, percentile, ensure_tools, smtp_source, EX_UNAVAILABLE  # noqa: E402
 
 WARMUP = 2          # messages after a switch that are not counted
 
@@ -80,6 +86,42 @@ async def interleave(targets: dict[str, I.Instance], messages: int,
     return out
 
 
+def _busy_ticks() -> int:
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[0] + v[1] + v[2] + v[5] + v[6]     # user nice system irq softirq
+
+
+def accept_rounds(targets: dict[str, I.Instance], rounds: int, count: int = 2000) -> str:
+    """Alternated smtp-source -s 1 runs; one line per build."""
+    rates: dict[str, list[float]] = {name: [] for name in targets}
+    cpu: dict[str, list[float]] = {name: [] for name in targets}
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    for inst in targets.values():
+        inst.start_sink()
+        base = inst.sent_count()
+        smtp_source(inst, 1, 300, 1024)             # warm-up, not counted
+        drain(inst, base + 300)
+    names = list(targets)
+    for _ in range(rounds):
+        random.shuffle(names)
+        for name in names:
+            inst = targets[name]
+            base = inst.sent_count()
+            b0 = _busy_ticks()
+            secs = smtp_source(inst, 1, count, 1024)
+            b1 = _busy_ticks()
+            rates[name].append(count / secs)
+            cpu[name].append((b1 - b0) * tick_ms / count)
+            drain(inst, base + count)
+    lines = ["build     msg/s (median, min-max)   busy ms/msg (median)"]
+    for name in targets:
+        r = rates[name]
+        lines.append("%-8s %6.0f %6.0f-%-6.0f %16.3f" % (
+            name, percentile(r, 50), min(r), max(r), percentile(cpu[name], 50)))
+    return "\n".join(lines)
+
+
 def summary(samples: dict[str, list[tuple[float, float]]]) -> str:
     lines = ["build     p50 ms  p90 ms  to 250 p50 ms  messages"]
     for name, s in samples.items():
@@ -95,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--old", default="HEAD", help="the revision to compare with (default HEAD)")
     ap.add_argument("--messages", type=int, default=600, help="counted messages per build")
     ap.add_argument("--burst", type=int, default=20, help="messages to one build before switching")
+    ap.add_argument("--accept", type=int, metavar="ROUNDS",
+                    help="alternate smtp-source -s 1 runs instead (ROUNDS per build)")
     ap.add_argument("--no-postfix", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the instance directory")
     args = ap.parse_args(argv)
@@ -115,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         for inst in targets.values():
             inst.setup()
             inst.start()
-        samples = asyncio.run(interleave(targets, args.messages, args.burst))
-        print(summary(samples))
+        if args.accept:
+            print(accept_rounds(targets, args.accept))
+        else:
+            samples = asyncio.run(interleave(targets, args.messages, args.burst))
+            print(summary(samples))
     finally:
         for inst in targets.values():
             try:

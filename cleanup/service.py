@@ -87,6 +87,7 @@ SPARE_MAX_AGE = 60.0
 # Spare queue files kept at most (SparePool.want asks for one per message
 # in progress, and one more).
 SPARE_MAX = 8
+SPARE_BATCH = 3
 
 # Origins whose mail gets missing headers added, as Postfix does for
 # locally submitted mail (local_header_rewrite_clients covers loopback).
@@ -407,13 +408,13 @@ class SparePool:
                 return
         writer.abort()
 
-    def want(self, n: int) -> None:
-        """Have n spares soon."""
+    def want(self, n: int, upto: int = 0) -> None:
+        """Have n spares soon; a fill, when one starts, makes max(n, upto)."""
         if self._filling or self._closed or len(self._files) >= n:
             return
         self._filling = True
         try:
-            self.executor.submit(self._fill, n - len(self._files))
+            self.executor.submit(self._fill, max(n, upto) - len(self._files))
         except RuntimeError:            # executor shut down: stopping
             self._filling = False
 
@@ -532,7 +533,8 @@ class CleanupService:
                         # Refilled after a commit, when this process is
                         # least busy: enough for the messages in progress
                         # and the next one.
-                        self.spares.want(min(self.active + 2, SPARE_MAX))
+                        self.spares.want(min(self.active + 2, SPARE_MAX),
+                                         min(self.active + 2 + SPARE_BATCH, SPARE_MAX))
                         continue
                     sub.record(frame.rtype, frame.data)
                     continue
