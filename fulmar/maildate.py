@@ -9,6 +9,8 @@ SYNOPSIS
 DESCRIPTION
     Local time with its numeric offset and, in parentheses, the zone
     abbreviation, exactly as Postfix writes Date: and Received: stamps.
+    The last second formatted is kept: cleanup asks for the same second
+    for every message's Received: header.
 """
 
 from __future__ import annotations
@@ -19,8 +21,22 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+_last: tuple[int, str] = (-1, "")     # the last second formatted (most calls)
+
+
 def mail_date(t: float | None = None) -> str:
-    lt = time.localtime(t)
+    global _last
+    sec = int(time.time() if t is None else t)
+    last = _last
+    if last[0] == sec:
+        return last[1]
+    text = _format(sec)
+    _last = (sec, text)
+    return text
+
+
+def _format(sec: int) -> str:
+    lt = time.localtime(sec)
     off = lt.tm_gmtoff or 0
     sign = "+" if off >= 0 else "-"
     off = abs(off) // 60
