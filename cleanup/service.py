@@ -85,7 +85,7 @@ STATUS_DISKFULL = "diskfull"
 # a minute still finds one.
 SPARE_MAX_AGE = 60.0
 # Spare queue files kept at most (SparePool.want asks for one per message
-# in progress, and one more).
+# in progress, and one more) and made beyond that by each fill.
 SPARE_MAX = 8
 SPARE_BATCH = 3
 
@@ -485,9 +485,11 @@ class CleanupService:
     # ext4, which would sit in smtpd's RCPT reply.  So files are created
     # ahead in a worker thread (one directory fsync per fill), and `open`
     # takes one; only when none is left does it create its own.  Fills
-    # follow commits and make up what the last messages took: filling to
-    # SPARE_MAX in one go instead put a long fill after every eighth
-    # message, which showed as a slow 90th percentile (docs/performance.md).
+    # follow commits: one starts when fewer than the messages in progress
+    # plus two are left, and makes SPARE_BATCH more, so that a directory
+    # fsync and a thread wake-up serve four messages (filling to SPARE_MAX
+    # only once all were gone put the fill in the eighth message's way: a
+    # slow 90th percentile; docs/performance.md, items 13 and 26).
 
     def _take_writer(self) -> qfile.QueueWriter:
         writer = self.spares.take()

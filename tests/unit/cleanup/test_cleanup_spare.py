@@ -133,3 +133,26 @@ def test_give_back_removes_a_file_that_was_not_a_spare_or_is_too_old(daemon_cont
         assert len(pool) == 0 and _incoming(qdir) == []
     finally:
         pool.close()
+
+
+def test_a_fill_starts_below_the_need_and_makes_a_batch(daemon_context, tmp_path):
+    # want(n, upto): nothing while n spares are there; below that, one fill
+    # makes max(n, upto), so that one directory fsync serves several
+    # messages (item 26 of docs/performance.md).
+    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
+    pool = S.SparePool(qdir)
+    fills = []
+    pool.executor.submit = lambda fn, n: fills.append(n) or fn(n)
+    try:
+        pool.want(2, 2 + S.SPARE_BATCH)
+        assert fills == [2 + S.SPARE_BATCH] and len(pool) == 2 + S.SPARE_BATCH
+        for _ in range(S.SPARE_BATCH):
+            pool.take().abort()
+            pool.want(2, 2 + S.SPARE_BATCH)
+        assert fills == [2 + S.SPARE_BATCH] and len(pool) == 2    # no fill yet
+        pool.take().abort()
+        pool.want(2, 2 + S.SPARE_BATCH)
+        assert fills == [2 + S.SPARE_BATCH, S.SPARE_BATCH + 1] and len(pool) == 2 + S.SPARE_BATCH
+    finally:
+        pool.close()
+    assert _incoming(qdir) == []
