@@ -385,6 +385,10 @@ class QueueManager:
                 # Eager: the request is built and written to the agent now,
                 # not one event-loop turn later (about 20 us per message).
                 self.spawn(self.deliver(dest, job), eager=True)
+        if self.scheduler.next_wakeup is not None:
+            # A job waits for a destination's rate delay: run() sets its
+            # timer from next_wakeup (a no-op kick when run() called us).
+            self.kick.set()
 
     def spawn(self, coro, eager: bool = False) -> None:
         loop = asyncio.get_running_loop()

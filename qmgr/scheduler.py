@@ -20,7 +20,10 @@ DESCRIPTION
       a connection attempt, so a dead destination costs nothing and never
       stalls the others;
     * `<transport>_destination_rate_delay` > 0 means one delivery at a time
-      with that pause between deliveries.
+      with that pause between deliveries, also when the next message comes
+      after the destination went idle: an idle destination is forgotten
+      only once its pause is over (so that many destinations with a rate
+      delay keep one small entry each until their next delivery).
 
     The transport as a whole is bounded by its process limit (the
     master.cf maxproc column, else `default_process_limit`), as Postfix
@@ -151,7 +154,7 @@ class Scheduler:
                 dest.window = max(1.0, dest.window - 1)
         else:
             dest.window = min(float(dest.limits.concurrency), dest.window + 1)
-        if not dest.queue and not dest.active and not dest.dead_until:
+        if not dest.queue and not dest.active and not dest.dead_until and dest.next_start <= now:
             self.destinations.pop((dest.transport, dest.nexthop.lower()), None)
 
     def revive_all(self) -> None:

@@ -37,6 +37,18 @@ async def _wake(qm, tmp_path, qid, until):
     return server, ch
 
 
+def _agent(qm, status):
+    """A delivery agent answering every recipient with status; its requests."""
+    requests = []
+
+    async def request(transport, req):
+        requests.append(req)
+        return [{"offset": r["offset"], "status": status, "dsn": "4.0.0", "reason": "x",
+                 "relay": "none"} for r in req["recipients"]]
+    qm.transports.request = request
+    return requests
+
+
 def _message(qdir):
     w = qfile.QueueWriter.create(qdir)
     w.set_arrival(time.time())
@@ -155,13 +167,7 @@ async def test_a_woken_up_small_message_takes_its_file_bytes_to_the_agent(daemon
     # no file bytes.
     import asyncio
     qm, qdir = _qm(daemon_context)
-    requests = []
-
-    async def request(transport, req):
-        requests.append(req)
-        return [{"offset": r["offset"], "status": "deferred", "dsn": "4.0.0", "reason": "x",
-                 "relay": "none"} for r in req["recipients"]]
-    qm.transports.request = request
+    requests = _agent(qm, "deferred")
     first, second = _message(qdir), _message(qdir)
     with open(qfile.path_of(qdir, "incoming", first), "rb") as f:
         first_bytes = f.read()
@@ -174,6 +180,33 @@ async def test_a_woken_up_small_message_takes_its_file_bytes_to_the_agent(daemon
         await asyncio.sleep(0.05)
         assert [r["queue_id"] for r in requests] == [first, second]
         assert "content" not in requests[1]
+        await ch.close()
+    finally:
+        server.close()
+
+
+async def test_a_wakeup_whose_job_waits_for_a_rate_delay_wakes_run(daemon_context, tmp_path):
+    # The wakeup's handler schedules the new message itself; when its
+    # destination's rate delay holds it back (the first delivery, to the
+    # same destination, started less than 60 s ago), run() must be woken
+    # to set its timer for it (else it waits for queue_run_delay).
+    import asyncio
+    ctx, qdir = daemon_context("qmgr", "mydestination =\ndefault_destination_rate_delay = 60s\n")
+    qm = manager.QueueManager(ctx)
+    requests = _agent(qm, "sent")
+    first, second = _message(qdir), _message(qdir)
+    server, ch = await _wake(qm, tmp_path, first, lambda: requests and first not in qm.messages)
+    try:
+        assert first not in qm.messages
+        qm.kick.clear()
+        await ch.send_attr({"request": "wakeup", "queue_id": second})
+        await ch.flush()
+        for _ in range(100):
+            if second in qm.messages:
+                break
+            await asyncio.sleep(0.01)
+        assert len(requests) == 1 and qm.scheduler.next_wakeup is not None
+        assert qm.kick.is_set()
         await ch.close()
     finally:
         server.close()

@@ -75,6 +75,21 @@ def test_rate_delay_serializes_and_reports_wakeup():
     assert len(list(s.runnable(10))) == 1
 
 
+def test_rate_delay_holds_after_the_destination_went_idle():
+    # One message, delivered; the next arrives within the pause: it waits
+    # for the pause's end, as Postfix's destination_rate_delay does.  Once
+    # idle and past its pause, the destination is forgotten.
+    s = make(rate=10.0)
+    jobs(s, 1)
+    (dest, _job, _dead), = s.runnable(0)
+    s.done(dest, 1, site_failure=False)
+    jobs(s, 1)
+    assert list(s.runnable(2)) == [] and s.next_wakeup == 10
+    (dest, _job, _dead), = s.runnable(10)
+    s.done(dest, 25, site_failure=False)       # after its pause: forgotten
+    assert s.destinations == {}
+
+
 def test_transport_process_limit_caps_all_destinations():
     s = make(plimit=3)
     for d in ("a", "b", "c", "d"):
