@@ -11,12 +11,14 @@ SYNOPSIS
     await svc.drain(timeout)      # wait (bounded) for in-flight sessions
 
 DESCRIPTION
-    Session is an asyncio.Protocol.  data_received() feeds the sans-IO
-    ServerProtocol and writes its replies at once; every event goes through
-    one worker task per session, in order (except a MAIL FROM with
-    nothing queued before it while the worker is idle: it needs no I/O
-    and is answered in the read callback), so the cleanup records of a
-    message are written in the order the content arrived.  Decisions that
+    Session is an asyncio.Protocol.  The worker task starts eagerly in
+    connection_made, so the greeting is written there (unless a peername
+    lookup or a TLS wrapper handshake comes first).  data_received() feeds
+    the sans-IO ServerProtocol and writes its replies at once; every event
+    goes through the worker task, in order (except a HELO/EHLO or MAIL
+    FROM with nothing queued before it while the worker is idle: they need
+    no I/O and are handled in the read callback), so the cleanup records
+    of a message are written in the order the content arrived.  Decisions that
     need I/O (restrictions, cleanup open/commit, ETRN, the error sleep) run
     in that task; the protocol buffers further input meanwhile.  Reading
     pauses while more than READ_PAUSE_BYTES of content wait for cleanup
