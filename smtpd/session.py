@@ -73,7 +73,8 @@ LOGS (as Postfix)
 FAILURE BEHAVIOUR
     A cleanup failure (connect, timeout, bad reply) answers
     451 4.3.0 Error: queue file write error (an open that fails after its
-    RCPT was answered: at DATA or BDAT); status "diskfull" answers
+    RCPT was answered: at DATA or BDAT if known by then, else at the end
+    of the data); status "diskfull" answers
     452 4.3.1 Insufficient system storage; the session goes on.  An
     exception in the worker is logged as a warning and the connection is
     closed with 421; nothing is ever sent to the client as a traceback.
@@ -170,8 +171,12 @@ class CleanupTransaction:
     A recipient accepted while the open is still on its way does not wait
     for it (that wait was most of RCPT's reply time): start() keeps the
     records in a backlog that the open task sends once the file is open,
-    and announces the queue ID then.  An open that fails after that is
-    reported at DATA (settle()), with the same 451 the RCPT would have got.
+    and announces the queue ID then.  DATA does not wait for it either: the
+    354 goes out at once and the content joins the backlog (that wait was
+    most of DATA's reply time, a cross-process round trip that Postfix's
+    DATA does not make).  An open that fails after that is reported at
+    DATA when smtpd knows by then, else by commit() at the end of the
+    data, with the same 451 the RCPT would have got.
     """
 
     def __init__(self, pool: CleanupPool):
@@ -281,12 +286,15 @@ class CleanupTransaction:
         if self.failed is not None or self.ch is None:
             return
         try:
+            # Held: cleanup needs the records only by the commit, which
+            # sends them with X and E (or WRITE_BATCH, for a big message),
+            # instead of a wake-up for S and R, another for M, ...
             if len(data) <= RECORD_MAX:
-                await self.ch.send_record(rtype, data)
+                await self.ch.send_record(rtype, data, hold=True)
             else:
                 view = memoryview(data)
                 for i in range(0, len(data), RECORD_MAX):
-                    await self.ch.send_record(rtype, bytes(view[i:i + RECORD_MAX]))
+                    await self.ch.send_record(rtype, bytes(view[i:i + RECORD_MAX]), hold=True)
         except Exception:
             self.failed = R.QUEUE_WRITE_ERROR
             self._drop()
@@ -734,7 +742,11 @@ class Session(asyncio.Protocol):
             if self.txn is not None:
                 await self.txn.abort()
                 self.txn = None
-            self._log_info("disconnect from %s %s", self._namaddr(), self.proto.command_stats())
+            # Logged from a callback queued behind the transport's close
+            # (transport.close() queues that): the client waits for the
+            # EOF after the 221, not for the log line.
+            asyncio.get_running_loop().call_soon(
+                self._log_info, "disconnect from %s %s", self._namaddr(), self.proto.command_stats())
             svc._remove(self)
 
     async def _handle(self, e) -> None:
@@ -955,22 +967,27 @@ class Session(asyncio.Protocol):
 
     async def _data_start(self, e: P.DataStart) -> Reply | None:
         txn = self.txn
-        if txn is None or not txn.started:
-            failed = R.QUEUE_WRITE_ERROR
-        else:
-            failed = await txn.settle()     # an open still on its way (see _rcpt)
         reply = await self.svc.policy.check_data(self.client, self.sender, self.proto.rcpt_count)
         if reply is not None:
+            if txn is not None and txn.started:
+                await txn.settle()      # the queue ID for the log line
             self._log_info("%s", reject_log_line(self._logged_queue_id(),
                                                  "BDAT" if e.bdat else "DATA",
                                                  self.client, reply, self.sender, None))
             return reply
-        if failed is not None:
-            if txn is not None and txn.error is not None:
-                self.svc.log("warning", "%s: %s", self._namaddr(), txn.error)
-            return failed
-        await txn.record(b"M", b"")
+        if txn is None or not txn.started:
+            return R.QUEUE_WRITE_ERROR
+        # An open still on its way is not waited for (see CleanupTransaction):
+        # M and the content join its backlog.
+        if txn.failed is None:
+            await txn.record(b"M", b"")
+        if txn.failed is not None:
+            self._log_open_error(txn)
         return txn.failed
+
+    def _log_open_error(self, txn: CleanupTransaction) -> None:
+        if txn.error is not None:
+            self.svc.log("warning", "%s: %s", self._namaddr(), txn.error)
 
     async def _data_end(self, e: P.DataEnd) -> Reply:
         txn, self.txn = self.txn, None
@@ -985,7 +1002,11 @@ class Session(asyncio.Protocol):
             return R.QUEUE_WRITE_ERROR
         reply = await txn.commit()
         if reply.code >= 400:
-            self.svc.log("warning", "%s: %s: cleanup: %s", txn.queue_id or "NOQUEUE", self._namaddr(), reply)
+            if txn.error is not None:       # the open failed after the 354
+                self._log_open_error(txn)
+            else:
+                self.svc.log("warning", "%s: %s: cleanup: %s", txn.queue_id or "NOQUEUE",
+                             self._namaddr(), reply)
         return reply
 
     async def _etrn(self, site: str) -> Reply:

@@ -8,6 +8,7 @@ SYNOPSIS
     ch = await channel.connect(path, protocol="cleanup", timeout=t)
     await ch.send_attr({"request": "open", "id": ch.next_id(), ...})
     await ch.send_record(b"B", block)          # buffered; may batch
+    await ch.send_record(b"R", rec, hold=True) # buffered until something else goes
     await ch.flush()                           # optional: push out now
     ch.push()                                  # the same, never waiting
     frame = await ch.recv(timeout=t)           # frames.Frame
@@ -34,7 +35,12 @@ DESCRIPTION
     the transport as one write when WRITE_BATCH bytes have accumulated, when
     the task waits in recv()/flush()/close(), or at the latest when the
     event loop next runs its ready callbacks: a burst of send_record() calls
-    costs one system call per batch, not one per frame.  send_*() wait only
+    costs one system call per batch, not one per frame.  A record sent with
+    hold=True does not ask for that end-of-iteration write: it waits for
+    the next frame sent without hold, recv()/flush()/push()/close() or
+    WRITE_BATCH, so a peer that only needs the records at a later request
+    is woken once for all of them, not once per loop turn that made some.
+    send_*() wait only
     when the transport is above its high-water mark (flow control).  Reading
     pauses while more than READ_AHEAD_FRAMES frames wait for the consumer,
     so a fast sender cannot fill our memory.
@@ -230,10 +236,10 @@ class Channel(asyncio.BufferedProtocol):
                 self._raise_error()
             raise ChannelClosed("channel is closed")
 
-    def _append(self, data):
+    def _append(self, data, hold=False):
         self._wbuf.append(data)
         self._wlen += len(data)
-        if self._flush_handle is None:
+        if self._flush_handle is None and not hold:
             self._flush_handle = self._loop.call_soon(self._flush_soon)
 
     def _flush_soon(self):
@@ -283,15 +289,16 @@ class Channel(asyncio.BufferedProtocol):
             if self._write_paused:
                 await self._drain()
 
-    async def send_record(self, rtype: bytes, data: bytes) -> None:
-        """Queue one record frame; data must not be changed afterwards."""
+    async def send_record(self, rtype: bytes, data: bytes, hold: bool = False) -> None:
+        """Queue one record frame; data must not be changed afterwards.
+        hold: not written before something else is (see DESCRIPTION)."""
         self._check_open()
         header = record_header(rtype, len(data))
         if len(data) < _COPY_BELOW:
-            self._append(header + data)
+            self._append(header + data, hold)
         else:
-            self._append(header)
-            self._append(data if type(data) is bytes else bytes(data))
+            self._append(header, hold)
+            self._append(data if type(data) is bytes else bytes(data), hold)
         if self._wlen >= WRITE_BATCH:
             self._write_out()
             if self._write_paused:

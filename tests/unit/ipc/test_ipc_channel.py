@@ -107,6 +107,29 @@ def test_push_writes_at_once_and_flush_soon_otherwise(run, path):
     run(main)
 
 
+def test_held_records_wait_for_the_next_frame(run, path):
+    # hold=True: no end-of-iteration write; the records go out with the
+    # next frame sent without hold (here the request), in one write.
+    async def main():
+        server = await channel.serve(path, "qmgr", echo_handler)
+        ch = await channel.connect(path, "qmgr", timeout=5)
+        await ch.send_record(b"S", b"a@b.test", hold=True)
+        await ch.send_record(b"R", b"c@d.test", hold=True)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(ch._wbuf) == 2       # still here after several loop turns
+        await ch.send_attr({"request": "flush", "id": 1})
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not ch._wbuf             # written with the attribute frame
+        reply = await ch.recv_attr()
+        assert reply["id"] == 1 and reply["count"] == len(b"a@b.testc@d.test")
+        await ch.close()
+        server.close()
+        await server.wait_closed()
+    run(main)
+
+
 def test_hello_protocol_mismatch(run, path):
     async def main():
         server = await channel.serve(path, "qmgr", echo_handler)

@@ -205,9 +205,18 @@ async def test_rcpt_is_answered_before_the_open_completes(env):
     assert reject and client < reject[0]
 
 
+async def _open_failure_known(svc):
+    (session,) = svc.sessions
+    for _ in range(250):
+        if session.txn is not None and session.txn.failed is not None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the failed open never reached smtpd")
+
+
 async def test_open_failing_after_an_accepted_rcpt_answers_data(env):
-    # The open fails after the RCPT was answered: DATA gets the 451 the
-    # RCPT would have got, and the next transaction opens again.
+    # The open fails after the RCPT was answered and before DATA: DATA gets
+    # the 451 the RCPT would have got, and the next transaction opens again.
     svc, cleanup, logs = env
     cleanup.gate.clear()
     cleanup.open_status = ["tempfail"]
@@ -216,6 +225,7 @@ async def test_open_failing_after_an_accepted_rcpt_answers_data(env):
     assert (await reply(r)) == ["250 2.1.0 Ok"]
     assert (await reply(r)) == ["250 2.1.5 Ok"]
     cleanup.gate.set()
+    await _open_failure_known(svc)
     w.write(b"DATA\r\n")
     assert (await reply(r)) == ["451 4.3.0 Error: queue file write error"]
     w.write(b"RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\nDATA\r\n")
@@ -231,6 +241,78 @@ async def test_open_failing_after_an_accepted_rcpt_answers_data(env):
     assert any(m.startswith("unknown[203.0.113.9]: cleanup open: tempfail") for m in msgs)
     assert not any("QID1" in m for _, m in logs)
     assert len(cleanup.messages) == 1
+
+
+async def test_data_is_answered_before_the_open_completes(env):
+    # DATA's 354 does not wait for cleanup's reply to the open either: the
+    # content waits in the backlog, and the records reach cleanup in order.
+    svc, cleanup, logs = env
+    cleanup.gate.clear()
+    r, w = await greeted(svc)
+    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\nDATA\r\n")
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    assert (await reply(r)) == ["354 End data with <CR><LF>.<CR><LF>"]
+    assert not any("client=" in m for _, m in logs)     # the open is still pending
+    w.write(b"Subject: t\r\n\r\nhi\r\n")
+    await asyncio.sleep(0.05)
+    cleanup.gate.set()
+    w.write(b".\r\nQUIT\r\n")
+    assert (await reply(r)) == ["250 2.0.0 Ok: queued as QID1"]
+    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    w.close()
+    attrs, records = cleanup.messages[0]
+    assert [t for t, _ in records] == [b"S", b"R", b"M", b"B", b"X", b"E"]
+    assert b"".join(d for t, d in records if t == b"B") == b"Subject: t\r\n\r\nhi\r\n"
+    assert "QID1: client=unknown[203.0.113.9]" in [m for _, m in logs]
+
+
+async def test_open_failing_after_the_354_answers_the_end_of_data(env):
+    # The open fails once the 354 is out: the content is dropped and the
+    # end of the data gets the same 451, with the open's warning.
+    svc, cleanup, logs = env
+    cleanup.gate.clear()
+    cleanup.open_status = ["tempfail"]
+    r, w = await greeted(svc)
+    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\nDATA\r\n")
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    assert (await reply(r)) == ["354 End data with <CR><LF>.<CR><LF>"]
+    w.write(b"Subject: t\r\n\r\nhi\r\n")
+    cleanup.gate.set()
+    await _open_failure_known(svc)
+    w.write(b".\r\nQUIT\r\n")
+    assert (await reply(r)) == ["451 4.3.0 Error: queue file write error"]
+    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    w.close()
+    for _ in range(250):
+        if logs and logs[-1][1].startswith("disconnect"):
+            break
+        await asyncio.sleep(0.01)
+    warnings = [m for level, m in logs if level == "warning"]
+    assert any(m.startswith("unknown[203.0.113.9]: cleanup open: tempfail") for m in warnings)
+    assert not any("QID1" in m for _, m in logs)
+    assert cleanup.messages == []
+
+
+async def test_the_connection_is_closed_before_the_disconnect_line(env):
+    # After QUIT the client waits for the EOF: the socket is closed before
+    # the "disconnect from" line is formatted and written.
+    svc, cleanup, logs = env
+    r, w = await greeted(svc)
+    (session,) = svc.sessions
+    lost = session.connection_lost
+    session.connection_lost = lambda exc: (logs.append(("test", "closed")), lost(exc))
+    w.write(b"QUIT\r\n")
+    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    assert (await r.read()) == b""
+    for _ in range(250):
+        if logs and logs[-1][1].startswith("disconnect"):
+            break
+        await asyncio.sleep(0.01)
+    w.close()
+    msgs = [m for _, m in logs]
+    assert msgs[-2:] == ["closed", "disconnect from unknown[203.0.113.9] ehlo=1 quit=1 commands=2"]
 
 
 async def test_mail_from_is_answered_in_the_read_callback(env):
