@@ -5,6 +5,7 @@ NAME
 
 SYNOPSIS
     spans = parse_address_list(value)          # value: the text after "Name:"
+    span = simple_span(value)                  # the same, for "<a@b.c>" only (else None)
     span.start, span.end                       # the addr-spec's place in value
     span.address                               # internal form ("a b@x" unquoted)
     span.element                               # where its mailbox element starts
@@ -263,6 +264,25 @@ def header_name(text: bytes) -> bytes:
     return text.split(b":", 1)[0].strip().lower()
 
 
+# The common header "From: <user@example.com>" (or without the brackets):
+# one ASCII dot-atom addr-spec on one line, found without tokenizing (the
+# tokenizer cost ~10 us per header, cleanup's largest per-message parse).
+# It gives what parse_address_list would (a test compares the two).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = _ATEXT + r"(?:\." + _ATEXT + r")*"
+_ADDR_SPEC = _DOT_ATOM + "@" + _DOT_ATOM
+_SIMPLE_ONE = re.compile(r"[ \t]*(?:<(%s)>|(%s))[ \t]*(?:\r?\n)?\Z" % (_ADDR_SPEC, _ADDR_SPEC))
+
+
+def simple_span(value: str) -> AddressSpan | None:
+    """The one address of a value of that simple form, else None."""
+    m = _SIMPLE_ONE.match(value)
+    if m is None:
+        return None
+    g = 1 if m.start(1) >= 0 else 2
+    return AddressSpan(m.start(g), m.end(g), m.group(g), 0)
+
+
 def rewrite_header(text: bytes, mapper: Callable[[str], str | None]) -> bytes | None:
     """Rewrite the addresses of one logical header; None when nothing changed."""
     colon = text.find(b":")
@@ -270,7 +290,8 @@ def rewrite_header(text: bytes, mapper: Callable[[str], str | None]) -> bytes | 
         return None
     value = text[colon + 1:].decode("utf-8", "surrogateescape")
     changes: list[tuple[AddressSpan, str]] = []
-    for span in parse_address_list(value):
+    one = simple_span(value)
+    for span in (one,) if one is not None else parse_address_list(value):
         new = mapper(span.address)
         if new and new != span.address:
             changes.append((span, external_form(new)))

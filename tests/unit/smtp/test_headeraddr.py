@@ -2,7 +2,7 @@
 
 from hypothesis import given, settings, strategies as st
 
-from fulmar.smtp.headeraddr import header_name, parse_address_list, rewrite_header
+from fulmar.smtp.headeraddr import header_name, parse_address_list, rewrite_header, simple_span
 
 
 def addrs(value):
@@ -31,6 +31,21 @@ def test_malformed_elements_are_left_alone():
     assert addrs(" a@@x.test, b.@x.test, .c@x.test") == []
     assert addrs(' "unterminated@x.test') == []
     assert addrs(" a@x.test, <b@y.test>, >") == ["a@x.test", "b@y.test"]
+
+
+SIMPLE = [" <bench@bench.test>\r\n", " bench@bench.test\r\n", "<x@y>", " <a.b@c.d> \r\n",
+          "\t<o'k+tag@x-y.test>\n", " a@b\r\n"]
+NOT_SIMPLE = [" Bench <bench@bench.test>\r\n", " <a@b.c>, d@e.f\r\n", " <a@[192.0.2.1]>\r\n",
+              " <a..b@c.d>\r\n", " <.a@c.d>\r\n", " <a@c.d.>\r\n", " <a@b.c\r\n", " a@b.c>\r\n",
+              " <@r.test:a@b.c>\r\n", " a@b.c (c)\r\n", " \"q\"@b.c\r\n", " <j\u00f6rg@b.c>\r\n",
+              " <a@b.c>\r\n\t\r\n", " a\r\n", " <>\r\n", " a @b.c\r\n"]
+
+
+def test_simple_span_is_the_parsers_answer_or_none():
+    for value in SIMPLE:
+        assert [simple_span(value)] == parse_address_list(value), value
+    for value in NOT_SIMPLE:
+        assert simple_span(value) is None, value
 
 
 def test_header_name():
@@ -156,3 +171,15 @@ def test_header_stream_identity_is_byte_identical(content, cuts):
         last = c
     out.append(hs.finish())
     assert b"".join(out) == content
+
+
+near_simple = st.lists(st.sampled_from(["a", "b.c", ".", "@", "<", ">", " ", "\t", "\r\n", "x-y", "'",
+                                        "é", "[1.2.3.4]", ",", "(c)", '"q"']),
+                       max_size=12).map("".join)
+
+
+@settings(max_examples=600)
+@given(st.one_of(header_text, near_simple))
+def test_simple_span_agrees_with_the_parser(value):
+    span = simple_span(value)
+    assert span is None or [span] == parse_address_list(value)
