@@ -548,8 +548,8 @@ class CleanupService:
                     if sub.records:
                         sub.writer.abort()
                     else:
-                        # Opened ahead (smtpd opens at MAIL FROM) and no
-                        # recipient accepted: the file is as it was made.
+                        # Aborted before any record (a client that opens
+                        # ahead): the file is as it was made.
                         self.spares.give_back(sub.writer)
                     self.active -= 1
                     sub = None

@@ -25,19 +25,15 @@ DESCRIPTION
     (backpressure), and resumes below half of that.
 
     Cleanup (contract in docs/internals.md, protocol "cleanup"): the open
-    request goes to cleanup right after the 250 to MAIL FROM, so that the
-    queue file (a spare, made ahead) is usually ready by the RCPT (which
-    does not wait for it: see CleanupTransaction); the
-    transaction starts at the first accepted RCPT, as with Postfix's
-    smtpd_delay_open_until_valid_rcpt = yes: the queue ID is logged there
-    (`QID: client=host[ip]`), and a transaction that ends without an
-    accepted recipient is aborted before any record, its queue ID never
-    logged (NOQUEUE) and its untouched file kept by cleanup as a spare for
-    the next message (no disk write).  The sender (S) and each accepted
-    recipient (R) are sent as they are accepted (or once the file is
-    open), M at DATA, B blocks as
-    content arrives, X and E at the end, then the commit reply decides the
-    250/4xx/5xx.  Cleanup channels are pooled per process (CleanupPool) and
+    request goes to cleanup at the first accepted RCPT, as with Postfix's
+    smtpd_delay_open_until_valid_rcpt = yes, and neither that RCPT nor
+    DATA waits for its reply (see CleanupTransaction); the queue ID is
+    logged once it is known (`QID: client=host[ip]`), before any line
+    cleanup logs for it.  A transaction without an accepted recipient
+    never reaches cleanup (NOQUEUE).  The sender (S), the recipients (R),
+    M and the content (B) follow the open; they are written to cleanup
+    with X and E at the end (or in WRITE_BATCH pieces, for a big
+    message), then the commit reply decides the 250/4xx/5xx.  Cleanup channels are pooled per process (CleanupPool) and
     reused across transactions and sessions.
 
     Per-client concurrency: smtpd_client_connection_count_limit is counted
@@ -72,9 +68,10 @@ LOGS (as Postfix)
 
 FAILURE BEHAVIOUR
     A cleanup failure (connect, timeout, bad reply) answers
-    451 4.3.0 Error: queue file write error (an open that fails after its
-    RCPT was answered: at DATA or BDAT if known by then, else at the end
-    of the data); status "diskfull" answers
+    451 4.3.0 Error: queue file write error: at DATA or BDAT if known by
+    then, else at the end of the data (the open goes out with the first
+    accepted RCPT, whose 250 does not wait for it; Postfix gives that RCPT
+    the 451: docs/deviations.md); status "diskfull" answers
     452 4.3.1 Insufficient system storage; the session goes on.  An
     exception in the worker is logged as a warning and the connection is
     closed with 421; nothing is ever sent to the client as a traceback.
@@ -162,21 +159,19 @@ _STATUS_REPLIES = {
 class CleanupTransaction:
     """One message on a pooled cleanup channel.
 
-    begin() sends the open request at MAIL FROM, so that cleanup has the
-    queue file ready while the client sends RCPT; the transaction is
-    `started` at the first accepted recipient, where the queue ID is first
-    logged (Postfix's "QID: client=").  Aborted before that, cleanup keeps
-    the untouched file for the next message.
-
-    A recipient accepted while the open is still on its way does not wait
-    for it (that wait was most of RCPT's reply time): start() keeps the
-    records in a backlog that the open task sends once the file is open,
-    and announces the queue ID then.  DATA does not wait for it either: the
+    begin() sends the open request, at the first accepted recipient (an
+    open at MAIL FROM, tried until session 7, woke cleanup while smtpd
+    answered RCPT and DATA: on two CPUs the two then took turns, 4 % fewer
+    messages a second in `smtp-source -s 1`; docs/performance.md, item
+    31).  start() follows at once: the recipient's reply does not wait for
+    the open (that wait was most of RCPT's reply time); the records wait in
+    a backlog that the open task sends once the file is open, and the queue
+    ID is announced (logged: Postfix's "QID: client=") then.  DATA does not wait for it either: the
     354 goes out at once and the content joins the backlog (that wait was
     most of DATA's reply time, a cross-process round trip that Postfix's
-    DATA does not make).  An open that fails after that is reported at
-    DATA when smtpd knows by then, else by commit() at the end of the
-    data, with the same 451 the RCPT would have got.
+    DATA does not make).  An open that fails is reported at DATA when smtpd
+    knows by then, else by commit() at the end of the data, with the 451
+    Postfix gives the RCPT.
     """
 
     def __init__(self, pool: CleanupPool):
@@ -192,16 +187,12 @@ class CleanupTransaction:
         self._announce = None       # called with the queue ID once the open is done
 
     def begin(self, attrs: dict) -> None:
-        """Send the open request in the background; opened() waits for it."""
+        """Send the open request in the background (settle() waits for it)."""
         self._opening = asyncio.get_running_loop().create_task(self._open_then_backlog(attrs))
 
     @property
     def open_pending(self) -> bool:
         return self._opening is not None and not self._opening.done()
-
-    async def opened(self) -> str:
-        """The queue ID (CleanupError if the open failed)."""
-        return await self._opening
 
     def start(self, announce) -> None:
         """The first recipient is accepted.  announce(queue_id) runs now if
@@ -495,7 +486,6 @@ class Session(asyncio.Protocol):
         self._paused = False
         self._counted = False
         self.txn: CleanupTransaction | None = None
-        self._log_after_reply: list = []      # (fmt, args), see _rcpt
         self.sender: A.Path | None = None
         self.mail_params: A.MailParams | None = None
         self.first_rcpt: str = ""
@@ -610,14 +600,6 @@ class Session(asyncio.Protocol):
     def _log_info(self, fmt: str, *args) -> None:
         self.svc.log("info", fmt, *args)
 
-    def _log_after_reply_add(self, fmt: str, *args) -> None:
-        self._log_after_reply.append((fmt, args))
-
-    def _flush_log_after_reply(self) -> None:
-        lines, self._log_after_reply = self._log_after_reply, []
-        for fmt, args in lines:
-            self._log_info(fmt, *args)
-
     def _arm_timer(self) -> None:
         """(Re)start the smtpd_timeout clock.  Called for every read, so it
         only moves the deadline; the one timer handle re-arms itself for
@@ -724,8 +706,6 @@ class Session(asyncio.Protocol):
                                 self.transport.resume_reading()
                     await self._handle(e)
                     self._after()
-                    if self._log_after_reply:
-                        self._flush_log_after_reply()
                 if self._lost or (self.proto.closing and not self._queue):
                     break
                 self._wake.clear()
@@ -737,8 +717,6 @@ class Session(asyncio.Protocol):
         except Exception as e:  # a bug: log it, never show it to the client
             self._internal_error(e)
         finally:
-            if self._log_after_reply:
-                self._flush_log_after_reply()
             if self.txn is not None:
                 await self.txn.abort()
                 self.txn = None
@@ -828,8 +806,6 @@ class Session(asyncio.Protocol):
         self.sender, self.mail_params = e.path, e.params
         self.first_rcpt = ""
         self.proto.respond(None)
-        self.txn = CleanupTransaction(self.svc.pool)
-        self.txn.begin(self._open_attrs())
 
     async def _start_tls(self, started: asyncio.Task | None = None) -> bool:
         """Handshake on the current transport (or finish one `started`
@@ -901,28 +877,18 @@ class Session(asyncio.Protocol):
                                                  self.client, reply, self.sender, e.path))
             return reply
         txn = self.txn
-        if txn is None:             # the open at MAIL FROM failed: again
+        if txn is None:
+            # The first accepted recipient: the queue file is opened now.
             txn = self.txn = CleanupTransaction(svc.pool)
             txn.begin(self._open_attrs())
-        if not txn.started:
-            if not txn.open_pending:
-                try:
-                    await txn.opened()
-                except CleanupError as err:
-                    self.txn = None
-                    svc.log("warning", "%s: %s", self._namaddr(), err)
-                    return err.reply
             p = self.proto
             if p.sasl_username is not None:
                 fmt = "%s: client=%s, sasl_method=%s, sasl_username=%s"
                 args = (self._namaddr(), p.sasl_method, p.sasl_username)
             else:
                 fmt, args = "%s: client=%s", (self._namaddr(),)
-            # The line waits for the queue ID.  Known now, it is logged
-            # right after the RCPT reply is written (the client waits for
-            # the reply, not for the log line), before the next command.
-            log = self._log_info if txn.open_pending else self._log_after_reply_add
-            txn.start(lambda qid: log(fmt, qid, *args))
+            # The line waits for the queue ID (the open task logs it).
+            txn.start(lambda qid: self._log_info(fmt, qid, *args))
             await txn.record(b"S", self.sender.address.encode("utf-8", "surrogateescape"))
         rp = e.params
         rec = "\0".join([e.path.address, e.path.address, rp.orcpt, str(rp.notify)])

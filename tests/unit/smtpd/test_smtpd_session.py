@@ -150,32 +150,31 @@ async def test_message_is_streamed_to_cleanup(env):
                         "commands=5/6")
 
 
-async def test_queue_file_is_opened_at_mail_from_and_unlogged_until_a_recipient(env):
-    # The open goes out at MAIL FROM, so cleanup has the file ready by the
-    # RCPT; a transaction without an accepted recipient aborts it, and its
-    # queue ID appears nowhere (Postfix's NOQUEUE).
+async def test_queue_file_is_opened_at_the_first_accepted_recipient(env):
+    # Nothing goes to cleanup at MAIL FROM or for a rejected recipient
+    # (Postfix's smtpd_delay_open_until_valid_rcpt): a transaction without
+    # an accepted recipient never reaches it, and logs NOQUEUE.
     svc, cleanup, logs = env
     r, w = await greeted(svc)
-    w.write(b"MAIL FROM:<a@b.test>\r\n")
+    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@elsewhere.test>\r\nRSET\r\n")
     assert (await reply(r)) == ["250 2.1.0 Ok"]
-    for _ in range(250):
-        if cleanup.n:
-            break
-        await asyncio.sleep(0.01)
-    assert cleanup.n == 1
-    w.write(b"RCPT TO:<x@elsewhere.test>\r\nRSET\r\nQUIT\r\n")
     assert (await reply(r))[0].startswith("554 5.7.1")
     assert (await reply(r)) == ["250 2.0.0 Ok"]
+    await asyncio.sleep(0.05)
+    assert cleanup.n == 0 and not svc.pool.has_idle
+    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\nQUIT\r\n")
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
     assert (await reply(r)) == ["221 2.0.0 Bye"]
     w.close()
     for _ in range(250):
         if cleanup.aborted and logs and logs[-1][1].startswith("disconnect"):
             break
         await asyncio.sleep(0.01)
-    assert cleanup.aborted == 1 and cleanup.messages == []
+    assert cleanup.n == 1 and cleanup.aborted == 1 and cleanup.messages == []
     msgs = [m for _, m in logs]
-    assert not any("QID1" in m for m in msgs)
     assert any(m.startswith("NOQUEUE: reject: RCPT from") for m in msgs)
+    assert "QID1: client=unknown[203.0.113.9]" in msgs
 
 
 async def test_rcpt_is_answered_before_the_open_completes(env):
@@ -347,6 +346,9 @@ async def test_cleanup_unavailable_gives_451(env, tmp_path):
     await reply(r)
     w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@elsewhere.test>\r\n")
     assert (await reply(r)) == ["250 2.1.0 Ok"]
+    assert (await reply(r)) == ["250 2.1.5 Ok"]     # (the open does not hold it up)
+    await _open_failure_known(svc)
+    w.write(b"DATA\r\n")
     assert (await reply(r)) == ["451 4.3.0 Error: queue file write error"]
     w.close()
 
