@@ -314,6 +314,24 @@ async def test_the_connection_is_closed_before_the_disconnect_line(env):
     assert msgs[-2:] == ["closed", "disconnect from unknown[203.0.113.9] ehlo=1 quit=1 commands=2"]
 
 
+async def test_the_fin_follows_the_221_without_waiting_for_close(env):
+    # The transport's close() runs at the next loop turn; the client's EOF
+    # after 221 does not wait for it (shutdown(SHUT_WR) at once).
+    svc, cleanup, logs = env
+    r, w = await greeted(svc)
+    (session,) = svc.sessions
+    transport = session.transport
+    closes = []
+    transport.close = lambda: closes.append(1)      # never closes: only the FIN can end it
+    w.write(b"QUIT\r\n")
+    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    assert (await asyncio.wait_for(r.read(), 5)) == b""
+    assert closes                                   # (it was asked to)
+    del transport.close
+    transport.close()
+    w.close()
+
+
 async def test_mail_from_is_answered_in_the_read_callback(env):
     # With the worker task idle and nothing queued, MAIL FROM needs no I/O:
     # its 250 is written before data_received() returns, not after the
