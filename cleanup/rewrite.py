@@ -74,6 +74,8 @@ from fulmar.tables.addr import find_address, split_address
 
 #: cleanup_map11.c's MAX_RECURSION: canonical results rewritten again at most this often.
 CANONICAL_RECURSION_LIMIT = 10
+# Client addresses whose local_header_rewrite_clients answer is kept.
+LOCAL_CLIENT_CACHE = 4096
 
 TEMPFAIL = "tempfail"
 LOOKUP_FAILURE = "4.3.0 Temporary lookup failure"
@@ -129,6 +131,9 @@ class Rewriter:
         self.local_clients = [c for c in _param(cfg, "local_header_rewrite_clients",
                                                 ["permit_inet_interfaces"])]
         self._cfg = cfg
+        # (client address, authenticated) -> local?  Fixed for the process's
+        # life, like the networks it is computed from; bounded.
+        self._local_seen: dict[tuple[str, bool], bool] = {}
         self.virtual = tables.open_maps(cfg, "virtual_alias_maps", cache)
         self.masq_domains = [d.lower() for d in _param(cfg, "masquerade_domains", [])]
         self.masq_exceptions = {u.lower() for u in _param(cfg, "masquerade_exceptions", [])}
@@ -265,7 +270,14 @@ class Rewriter:
         """The rewrite context of a message's headers; None: leave them alone."""
         if origin != "smtpd":
             return CONTEXT_LOCAL         # sendmail/pickup, bounce, local(8) re-injection
-        if self._local_client(client_address, sasl_username):
+        key = (client_address, bool(sasl_username))
+        local = self._local_seen.get(key)
+        if local is None:
+            local = self._local_client(client_address, sasl_username)
+            if len(self._local_seen) >= LOCAL_CLIENT_CACHE:
+                self._local_seen.clear()
+            self._local_seen[key] = local
+        if local:
             return CONTEXT_LOCAL
         return CONTEXT_REMOTE if self.remote_domain else None
 

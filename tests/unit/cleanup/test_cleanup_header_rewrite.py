@@ -111,3 +111,17 @@ def test_header_context(make_rw):
     rw = make_rw(remote_header_rewrite_domain="domain.invalid")
     assert rw.header_context("smtpd", "198.51.100.7") == CONTEXT_REMOTE
     assert make_rw(local_header_rewrite_clients="static:all").header_context("smtpd", "x") == CONTEXT_LOCAL
+
+
+def test_header_context_is_worked_out_once_per_client(make_rw, monkeypatch):
+    # The answer for a client address (and whether it authenticated) is
+    # kept: the next message from it parses nothing.
+    from cleanup import rewrite
+    rw = make_rw(local_header_rewrite_clients="permit_sasl_authenticated, 203.0.113.0/24")
+    assert rw.header_context("smtpd", "203.0.113.9") == CONTEXT_LOCAL
+    assert rw.header_context("smtpd", "192.0.2.200") is None
+    monkeypatch.setattr(rewrite.ipaddress, "ip_address", None)     # any parse would fail now
+    assert rw.header_context("smtpd", "203.0.113.9") == CONTEXT_LOCAL
+    assert rw.header_context("smtpd", "192.0.2.200") is None
+    monkeypatch.undo()
+    assert rw.header_context("smtpd", "192.0.2.200", "alice") == CONTEXT_LOCAL
