@@ -24,7 +24,8 @@ Prints, per build: p50 and p90 of submission -> arrival, p50 to the 250.
 accept throughput, 2,000 messages per run, delivery to smtp-sink): the
 builds take turns, ROUNDS runs each, in a random order per round; prints
 the median and range of msg/s and the machine's busy CPU time per
-message (/proc/stat, the load tools included).
+message (/proc/stat, the load tools included).  --sessions N runs
+`smtp-source -s N` instead (the concurrent accept workloads).
 """
 from __future__ import annotations
 
@@ -92,8 +93,9 @@ def _busy_ticks() -> int:
     return v[0] + v[1] + v[2] + v[5] + v[6]     # user nice system irq softirq
 
 
-def accept_rounds(targets: dict[str, I.Instance], rounds: int, count: int = 2000) -> str:
-    """Alternated smtp-source -s 1 runs; one line per build."""
+def accept_rounds(targets: dict[str, I.Instance], rounds: int, count: int = 2000,
+                  sessions: int = 1) -> str:
+    """Alternated smtp-source -s SESSIONS runs; one line per build."""
     rates: dict[str, list[float]] = {name: [] for name in targets}
     cpu: dict[str, list[float]] = {name: [] for name in targets}
     tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
@@ -109,7 +111,7 @@ def accept_rounds(targets: dict[str, I.Instance], rounds: int, count: int = 2000
             inst = targets[name]
             base = inst.sent_count()
             b0 = _busy_ticks()
-            secs = smtp_source(inst, 1, count, 1024)
+            secs = smtp_source(inst, sessions, count, 1024)
             b1 = _busy_ticks()
             rates[name].append(count / secs)
             cpu[name].append((b1 - b0) * tick_ms / count)
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--burst", type=int, default=20, help="messages to one build before switching")
     ap.add_argument("--accept", type=int, metavar="ROUNDS",
                     help="alternate smtp-source -s 1 runs instead (ROUNDS per build)")
+    ap.add_argument("--sessions", type=int, default=1,
+                    help="with --accept: smtp-source -s SESSIONS (default 1)")
     ap.add_argument("--no-postfix", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the instance directory")
     args = ap.parse_args(argv)
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             inst.setup()
             inst.start()
         if args.accept:
-            print(accept_rounds(targets, args.accept))
+            print(accept_rounds(targets, args.accept, sessions=args.sessions))
         else:
             samples = asyncio.run(interleave(targets, args.messages, args.burst))
             print(summary(samples))

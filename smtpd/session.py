@@ -33,8 +33,9 @@ DESCRIPTION
     never reaches cleanup (NOQUEUE).  The sender (S), the recipients (R),
     M and the content (B) follow the open; they are written to cleanup
     with X and E at the end (or in WRITE_BATCH pieces, for a big
-    message), then the commit reply decides the 250/4xx/5xx.  Cleanup channels are pooled per process (CleanupPool) and
-    reused across transactions and sessions.
+    message), then the commit reply decides the 250/4xx/5xx.  Cleanup
+    channels are pooled per process (CleanupPool) and reused across
+    transactions and sessions.
 
     Per-client concurrency: smtpd_client_connection_count_limit is counted
     per smtpd process (Postfix counts per service in anvil(8)); excess
@@ -195,13 +196,13 @@ class CleanupTransaction:
     messages a second in `smtp-source -s 1`; docs/performance.md, item
     31).  start() follows at once: the recipient's reply does not wait for
     the open (that wait was most of RCPT's reply time); the records wait in
-    a backlog that the open task sends once the file is open, and the queue
-    ID is announced (logged: Postfix's "QID: client=") then.  DATA does not wait for it either: the
-    354 goes out at once and the content joins the backlog (that wait was
-    most of DATA's reply time, a cross-process round trip that Postfix's
-    DATA does not make).  An open that fails is reported at DATA when smtpd
-    knows by then, else by commit() at the end of the data, with the 451
-    Postfix gives the RCPT.
+    a backlog that the open task sends once the file is open, and the
+    queue ID is announced (logged: Postfix's "QID: client=") then.  DATA
+    does not wait for it either: the 354 goes out at once and the content
+    joins the backlog (that wait was most of DATA's reply time, a
+    cross-process round trip that Postfix's DATA does not make).  An open
+    that fails is reported at DATA when smtpd knows by then, else by
+    commit() at the end of the data, with the 451 Postfix gives the RCPT.
     """
 
     def __init__(self, pool: CleanupPool):
