@@ -130,7 +130,10 @@ _TYPE_CRC = {t[0]: zlib.crc32(REC_RCPT if t == REC_DONE else t) for t in MAX_DAT
 
 
 def _crc(type_ord: int, length: int, data) -> int:
-    return zlib.crc32(data, zlib.crc32(length.to_bytes(4, "big"), _TYPE_CRC[type_ord]))
+    start = _TYPE_CRC.get(type_ord)
+    if start is None:               # not a record type: check_crc() then says "mismatch"
+        start = zlib.crc32(bytes((type_ord,)))
+    return zlib.crc32(data, zlib.crc32(length.to_bytes(4, "big"), start))
 
 
 def encode_header(rtype: bytes, data) -> bytes:

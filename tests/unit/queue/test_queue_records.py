@@ -45,6 +45,11 @@ def test_other_type_change_is_detected():
         list(rec.RecordReader(bytes(r)))
 
 
+def test_check_crc_of_an_unknown_type_is_a_corrupt_record():
+    with pytest.raises(rec.CorruptRecord, match="CRC mismatch"):
+        rec.check_crc(b"Z", 3, 0, b"abc")
+
+
 def test_limits():
     with pytest.raises(ValueError):
         rec.encode(rec.REC_BLOCK, b"x" * (rec.MAX_BLOCK + 1))
