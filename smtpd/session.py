@@ -194,8 +194,8 @@ class CleanupTransaction:
     open at MAIL FROM, tried until session 7, woke cleanup while smtpd
     answered RCPT and DATA: on two CPUs the two then took turns, 4 % fewer
     messages a second in `smtp-source -s 1`; docs/performance.md, item
-    31).  start() follows at once: the recipient's reply does not wait for
-    the open (that wait was most of RCPT's reply time); the records wait in
+    31).  The recipient's reply does not wait for the open (that wait
+    was most of RCPT's reply time); the records wait in
     a backlog that the open task sends once the file is open, and the
     queue ID is announced (logged: Postfix's "QID: client=") then.  DATA
     does not wait for it either: the 354 goes out at once and the content
@@ -211,30 +211,22 @@ class CleanupTransaction:
         self.id = 0
         self.queue_id = ""
         self.failed: Reply | None = None
-        self.started = False
         self.error: CleanupError | None = None    # why the open failed
         self._opening: asyncio.Task | None = None
         self._backlog: list[tuple[bytes, bytes]] | None = None  # records waiting for the open
         self._announce = None       # called with the queue ID once the open is done
 
-    def begin(self, attrs: dict) -> None:
-        """Send the open request in the background (settle() waits for it)."""
+    def begin(self, attrs: dict, announce) -> None:
+        """The first recipient is accepted: send the open request in the
+        background (settle() waits for it).  Records wait in the backlog
+        until the file is open; announce(queue_id) runs then."""
+        self._announce = announce
+        self._backlog = []
         self._opening = asyncio.get_running_loop().create_task(self._open_then_backlog(attrs))
 
     @property
     def open_pending(self) -> bool:
         return self._opening is not None and not self._opening.done()
-
-    def start(self, announce) -> None:
-        """The first recipient is accepted.  announce(queue_id) runs now if
-        the file is open, else from the open task once it is; records
-        until then wait in the backlog."""
-        self.started = True
-        if self.queue_id:
-            announce(self.queue_id)
-        else:
-            self._announce = announce
-            self._backlog = []
 
     async def settle(self) -> Reply | None:
         """Wait for a pending open and its backlog; the reply for a
@@ -251,9 +243,8 @@ class CleanupTransaction:
             qid = await self.open(attrs)
         except CleanupError as err:
             self.error = err
-            if self.started:
-                self.failed = err.reply
-                self._backlog = self._announce = None
+            self.failed = err.reply
+            self._backlog = self._announce = None
             raise
         if self._announce is not None:
             announce, self._announce = self._announce, None
@@ -297,7 +288,7 @@ class CleanupTransaction:
         return self.queue_id
 
     async def record(self, rtype: bytes, data: bytes) -> None:
-        if self.failed is not None or not self.started:
+        if self.failed is not None:
             return
         if self._backlog is not None:
             self._backlog.append((rtype, data))
@@ -779,7 +770,7 @@ class Session(asyncio.Protocol):
         elif isinstance(e, P.DataEnd):
             p.respond(await self._data_end(e))
         elif isinstance(e, P.BdatChunkEnd):
-            if self.txn is None or not self.txn.started or self.txn.failed is not None:
+            if self.txn is None or self.txn.failed is not None:
                 p.respond((self.txn and self.txn.failed) or R.QUEUE_WRITE_ERROR)
             else:
                 p.respond(None)
@@ -904,7 +895,7 @@ class Session(asyncio.Protocol):
         svc = self.svc
         reply = await svc.policy.check_rcpt(self.client, self.sender, e.path)
         if reply is not None:
-            if self.txn is not None and self.txn.started:
+            if self.txn is not None:
                 await self.txn.settle()     # the queue ID for the log line
             self._log_info("%s", reject_log_line(self._logged_queue_id(), "RCPT",
                                                  self.client, reply, self.sender, e.path))
@@ -913,7 +904,6 @@ class Session(asyncio.Protocol):
         if txn is None:
             # The first accepted recipient: the queue file is opened now.
             txn = self.txn = CleanupTransaction(svc.pool)
-            txn.begin(self._open_attrs())
             p = self.proto
             if p.sasl_username is not None:
                 fmt = "%s: client=%s, sasl_method=%s, sasl_username=%s"
@@ -921,7 +911,7 @@ class Session(asyncio.Protocol):
             else:
                 fmt, args = "%s: client=%s", (self._namaddr(),)
             # The line waits for the queue ID (the open task logs it).
-            txn.start(lambda qid: self._log_info(fmt, qid, *args))
+            txn.begin(self._open_attrs(), lambda qid: self._log_info(fmt, qid, *args))
             await txn.record(b"S", self.sender.address.encode("utf-8", "surrogateescape"))
         rp = e.params
         rec = "\0".join([e.path.address, e.path.address, rp.orcpt, str(rp.notify)])
@@ -933,7 +923,7 @@ class Session(asyncio.Protocol):
     def _logged_queue_id(self) -> str | None:
         """The queue ID once logged (first accepted recipient), else None
         (NOQUEUE), even when the file is already open."""
-        return (self.txn.queue_id or None) if self.txn is not None and self.txn.started else None
+        return (self.txn.queue_id or None) if self.txn is not None else None
 
     def _open_attrs(self) -> dict:
         c = self.client
@@ -968,13 +958,13 @@ class Session(asyncio.Protocol):
         txn = self.txn
         reply = await self.svc.policy.check_data(self.client, self.sender, self.proto.rcpt_count)
         if reply is not None:
-            if txn is not None and txn.started:
+            if txn is not None:
                 await txn.settle()      # the queue ID for the log line
             self._log_info("%s", reject_log_line(self._logged_queue_id(),
                                                  "BDAT" if e.bdat else "DATA",
                                                  self.client, reply, self.sender, None))
             return reply
-        if txn is None or not txn.started:
+        if txn is None:
             return R.QUEUE_WRITE_ERROR
         # An open still on its way is not waited for (see CleanupTransaction):
         # M and the content join its backlog.
@@ -995,9 +985,7 @@ class Session(asyncio.Protocol):
             if txn is not None:
                 await txn.abort()
             return e.error
-        if txn is None or not txn.started:
-            if txn is not None:
-                await txn.abort()
+        if txn is None:
             return R.QUEUE_WRITE_ERROR
         reply = await txn.commit()
         if reply.code >= 400:

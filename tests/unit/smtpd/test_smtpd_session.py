@@ -111,6 +111,23 @@ async def reply(reader):
             return lines
 
 
+async def accepted(r, w, data=False):
+    """MAIL FROM and one accepted RCPT (and DATA), answered."""
+    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\n" + (b"DATA\r\n" if data else b""))
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    if data:
+        assert (await reply(r)) == ["354 End data with <CR><LF>.<CR><LF>"]
+
+
+async def disconnected(logs):
+    """Until the session's last line, "disconnect from ...", is logged."""
+    for _ in range(250):
+        if logs and logs[-1][1].startswith("disconnect"):
+            return
+        await asyncio.sleep(0.01)
+
+
 async def test_message_is_streamed_to_cleanup(env):
     svc, cleanup, logs = env
     r, w = await connect(svc)
@@ -178,14 +195,12 @@ async def test_queue_file_is_opened_at_the_first_accepted_recipient(env):
 
 
 async def test_rcpt_is_answered_before_the_open_completes(env):
-    # The RCPT's 250 does not wait for cleanup's reply to the open sent at
-    # MAIL FROM: the records wait for it, and so does the queue ID's log line.
+    # The RCPT's 250 does not wait for cleanup's reply to the open it sent:
+    # the records wait for it, and so does the queue ID's log line.
     svc, cleanup, logs = env
     cleanup.gate.clear()
     r, w = await greeted(svc)
-    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\n")
-    assert (await reply(r)) == ["250 2.1.0 Ok"]
-    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    await accepted(r, w)
     assert not any("client=" in m for _, m in logs)
     cleanup.gate.set()
     w.write(b"RCPT TO:<x@elsewhere.test>\r\nDATA\r\n")
@@ -220,9 +235,7 @@ async def test_open_failing_after_an_accepted_rcpt_answers_data(env):
     cleanup.gate.clear()
     cleanup.open_status = ["tempfail"]
     r, w = await greeted(svc)
-    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\n")
-    assert (await reply(r)) == ["250 2.1.0 Ok"]
-    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    await accepted(r, w)
     cleanup.gate.set()
     await _open_failure_known(svc)
     w.write(b"DATA\r\n")
@@ -248,10 +261,7 @@ async def test_data_is_answered_before_the_open_completes(env):
     svc, cleanup, logs = env
     cleanup.gate.clear()
     r, w = await greeted(svc)
-    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\nDATA\r\n")
-    assert (await reply(r)) == ["250 2.1.0 Ok"]
-    assert (await reply(r)) == ["250 2.1.5 Ok"]
-    assert (await reply(r)) == ["354 End data with <CR><LF>.<CR><LF>"]
+    await accepted(r, w, data=True)
     assert not any("client=" in m for _, m in logs)     # the open is still pending
     w.write(b"Subject: t\r\n\r\nhi\r\n")
     await asyncio.sleep(0.05)
@@ -273,10 +283,7 @@ async def test_open_failing_after_the_354_answers_the_end_of_data(env):
     cleanup.gate.clear()
     cleanup.open_status = ["tempfail"]
     r, w = await greeted(svc)
-    w.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@" + HOST.encode() + b">\r\nDATA\r\n")
-    assert (await reply(r)) == ["250 2.1.0 Ok"]
-    assert (await reply(r)) == ["250 2.1.5 Ok"]
-    assert (await reply(r)) == ["354 End data with <CR><LF>.<CR><LF>"]
+    await accepted(r, w, data=True)
     w.write(b"Subject: t\r\n\r\nhi\r\n")
     cleanup.gate.set()
     await _open_failure_known(svc)
@@ -284,10 +291,7 @@ async def test_open_failing_after_the_354_answers_the_end_of_data(env):
     assert (await reply(r)) == ["451 4.3.0 Error: queue file write error"]
     assert (await reply(r)) == ["221 2.0.0 Bye"]
     w.close()
-    for _ in range(250):
-        if logs and logs[-1][1].startswith("disconnect"):
-            break
-        await asyncio.sleep(0.01)
+    await disconnected(logs)
     warnings = [m for level, m in logs if level == "warning"]
     assert any(m.startswith("unknown[203.0.113.9]: cleanup open: tempfail") for m in warnings)
     assert not any("QID1" in m for _, m in logs)
@@ -305,10 +309,7 @@ async def test_the_connection_is_closed_before_the_disconnect_line(env):
     w.write(b"QUIT\r\n")
     assert (await reply(r)) == ["221 2.0.0 Bye"]
     assert (await r.read()) == b""
-    for _ in range(250):
-        if logs and logs[-1][1].startswith("disconnect"):
-            break
-        await asyncio.sleep(0.01)
+    await disconnected(logs)
     w.close()
     msgs = [m for _, m in logs]
     assert msgs[-2:] == ["closed", "disconnect from unknown[203.0.113.9] ehlo=1 quit=1 commands=2"]
