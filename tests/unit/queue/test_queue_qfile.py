@@ -122,12 +122,14 @@ def test_failed_commit_takes_the_name_back(queue_dir, monkeypatch):
     assert os.listdir(os.path.join(queue_dir, "incoming")) == []
 
 
-def test_create_many_syncs_the_directory_once(queue_dir, monkeypatch):
+def test_create_many_syncs_each_file_then_the_directory_once(queue_dir, monkeypatch):
     synced = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     writers = QueueWriter.create_many(queue_dir, 3)
-    assert len(synced) == 1
+    # Each spare's own first fsync is done here, off the commit's path.
+    assert synced[:3] == [w._fd for w in writers]
+    assert len(synced) == 4 and synced[3] not in synced[:3]
     assert sorted(os.listdir(os.path.join(queue_dir, "incoming"))) == sorted(w.queue_id for w in writers)
     assert len({w.queue_id for w in writers}) == 3
     for w in writers:
