@@ -58,7 +58,7 @@ HWM_POLL = 0.005               # seconds between VmHWM reads of a timed command
 # (find_inode_bit skips and checks every recently deleted one), and a
 # -s 1 run right after the -s 20 bursts measured that effect on
 # Postfix (-s 1 837 -> 445 msg/s), not its serial path
-# (docs/performance.md, "Where it stands").
+# (docs/performance.md, "Where it stood (end of session 7)").
 WARMUP = 300                   # -s 1 messages to each instance before anything is timed
 FULL = {
     "reps": 3,
