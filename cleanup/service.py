@@ -19,9 +19,17 @@ DESCRIPTION
        by its queue ID, not yet ready, its name already durable; one of the
        spares a worker thread creates ahead, or a new one) and answers with
        the queue ID, which smtpd logs (`QID: client=...`) at its first
-       accepted recipient.  An `abort` before any record (smtpd opens at
-       MAIL FROM; no recipient was accepted) gives the untouched file back
-       to the spares; any other `abort` removes it.
+       accepted recipient.  An open that asks for it (`reserve_next`) gets,
+       with its commit's answer, the queue ID of a spare kept for that
+       connection (`next_queue_id`); the connection's next `open` names it
+       (`queue_id`) and gets no answer: smtpd neither waits for one nor is
+       woken by one, and a failure shows in the commit's answer.  The
+       reserved spare goes back to the pool when the connection closes.
+       Since such an open cannot be retried elsewhere, stop() says "bye"
+       on an idle connection holding a reservation instead of closing it,
+       and serves an open that crossed the bye (BYE_GRACE).
+       An `abort` before any record (no recipient was accepted) gives the
+       untouched file back to the spares; any other `abort` removes it.
     2. Envelope records (`A` attributes, one `S`, `R` recipients), then `M`.
     3. Content blocks `B`: the header section goes through
        cleanup.headers (addresses in From:/To:/... rewritten by
@@ -88,6 +96,12 @@ SPARE_MAX_AGE = 60.0
 # in progress, and one more) and made beyond that by each fill.
 SPARE_MAX = 8
 SPARE_BATCH = 3
+# On a stop, an idle connection that holds a reserved queue ID gets a
+# "bye" frame instead of being closed at once, and this long (seconds)
+# before it is closed: an open that crossed the bye on its way here is
+# served (smtpd sends it without waiting for an answer, so it could not
+# be retried elsewhere).
+BYE_GRACE = 2.0
 
 # Origins whose mail gets missing headers added, as Postfix does for
 # locally submitted mail (local_header_rewrite_clients covers loopback).
@@ -119,6 +133,8 @@ class Submission:
         self.message_id: str | None = None
         self.arrival = time.time()
         self.records = 0                     # record frames received
+        # The client wants a queue ID reserved for its next open.
+        self.reserve_next = bool(attrs.get("reserve_next"))
 
     # -- records ---------------------------------------------------------------
 
@@ -469,15 +485,37 @@ class CleanupService:
         # generation instead of opening messages here until we are killed;
         # smtpd retries an open that fails on a pooled channel.
         self.stopping = False
-        self.idle: set = set()
+        # Connections waiting for their next message -> whether they hold
+        # a reserved queue ID (those get a "bye" on a stop, see stop()).
+        self.idle: dict = {}
+        self.byes: set = set()          # _bye() tasks in progress
         # Queue files created ahead for the next `open`s (see _take_writer).
         self.spares = SparePool(self.queue_dir)
 
     def stop(self) -> None:
         self.stopping = True
-        for ch in list(self.idle):
-            ch.abort()
+        for ch, holds_reservation in list(self.idle.items()):
+            if holds_reservation:
+                task = asyncio.get_running_loop().create_task(self._bye(ch))
+                self.byes.add(task)
+                task.add_done_callback(self.byes.discard)
+            else:
+                ch.abort()
         self.spares.close()
+
+    async def _bye(self, ch) -> None:
+        """Tell a client that holds a reserved queue ID to open elsewhere;
+        close the connection after BYE_GRACE unless an open that crossed
+        the bye is being served (handle() closes it after that one)."""
+        try:
+            await ch.send_attr({"request": "bye"})
+            ch.push()
+            await asyncio.sleep(BYE_GRACE)
+        except (ipc.ChannelError, ConnectionError):
+            pass                # closed meanwhile: nobody left to tell
+        finally:
+            if ch in self.idle:
+                ch.abort()
 
     # -- spare queue files ---------------------------------------------------
     # Creating a queue file costs an inode, a link and the directory fsync
@@ -503,16 +541,19 @@ class CleanupService:
         """One client connection: any number of messages, one after another."""
         sub: Submission | None = None
         served = 0
+        # The spare whose queue ID this connection was told for its next
+        # open (module docstring, 1.); given back when the connection ends.
+        reserved: qfile.QueueWriter | None = None
         try:
             while True:
                 if sub is None:
-                    if self.stopping and served:
+                    if self.stopping and served and reserved is None:
                         break
-                    self.idle.add(ch)
+                    self.idle[ch] = reserved is not None
                 try:
                     frame = await ch.recv(timeout=self.ipc_timeout if sub else self.idle_timeout)
                 finally:
-                    self.idle.discard(ch)
+                    self.idle.pop(ch, None)
                 if frame is None:
                     break
                 if frame.kind == KIND_RECORD:
@@ -527,8 +568,14 @@ class CleanupService:
                         # wakeup, and qmgr's work then overlaps smtpd's 250.
                         if status == STATUS_OK:
                             await self.wakeup_qmgr(done.queue_id)
-                        await ch.send_attr({"id": done.req_id, "status": status,
-                                            "reason": reason, "queue_id": done.queue_id})
+                        answer = {"id": done.req_id, "status": status,
+                                  "reason": reason, "queue_id": done.queue_id}
+                        if done.reserve_next and not self.stopping:
+                            if reserved is None:
+                                reserved = self.spares.take()
+                            if reserved is not None:
+                                answer["next_queue_id"] = reserved.queue_id
+                        await ch.send_attr(answer)
                         # Written now, not at the next loop turn: smtpd's
                         # 250 (or 4xx) waits for it.
                         await ch.flush()
@@ -543,7 +590,14 @@ class CleanupService:
                 attrs = frame.attrs
                 request = attrs.get("request")
                 if request == "open" and sub is None:
-                    sub = await self.open(ch, attrs)
+                    if "queue_id" in attrs:
+                        writer, reserved = reserved, None
+                        sub = self.open_reserved(attrs, writer)
+                    else:
+                        if reserved is not None:     # not used (too old for smtpd)
+                            self.spares.give_back(reserved)
+                            reserved = None
+                        sub = await self.open(ch, attrs)
                 elif request == "abort" and sub is not None:
                     if sub.records:
                         sub.writer.abort()
@@ -565,6 +619,8 @@ class CleanupService:
             if sub is not None:
                 sub.writer.abort()
                 self.active -= 1
+            if reserved is not None:
+                self.spares.give_back(reserved)
             await ch.close()
 
     async def open(self, ch, attrs: dict) -> Submission | None:
@@ -585,6 +641,20 @@ class CleanupService:
         self.active += 1
         await ch.send_attr({"id": req_id, "status": STATUS_OK, "queue_id": writer.queue_id})
         await ch.flush()             # smtpd's reply to RCPT waits for it
+        return sub
+
+    def open_reserved(self, attrs: dict, reserved: qfile.QueueWriter | None) -> Submission:
+        """An open that names the queue ID reserved for this connection:
+        no answer (the commit's tells how it went)."""
+        if reserved is None or attrs.get("queue_id") != reserved.queue_id:
+            if reserved is not None:
+                self.spares.give_back(reserved)
+            raise ProtocolViolation("open names a queue ID not reserved for this connection")
+        # The message's file is "created" now, not when the spare was.
+        reserved.add_attr(qfile.ATTR_CREATE_TIME, str(int(time.time())))
+        sub = Submission(self, reserved, attrs)
+        sub.req_id = attrs.get("id")
+        self.active += 1
         return sub
 
     async def wakeup_qmgr(self, queue_id: str) -> None:
@@ -627,7 +697,8 @@ async def serve(ctx) -> None:
                for sock in ctx.listeners]
     ctx.ready()
     # Idle = no message being received; stop() below closes smtpd's
-    # pooled channels, which smtpd retries on a fresh connection.
+    # pooled channels, which smtpd retries on a fresh connection (those
+    # holding a reserved queue ID after a "bye" and BYE_GRACE).
     ctx.exit_when_idle(servers, lambda: service.active)
     await ctx.stopping.wait()
     for server in servers:
@@ -636,6 +707,6 @@ async def serve(ctx) -> None:
     # Let messages being received finish; smtpd sessions end on their own
     # timeouts, so bound the wait.
     deadline = time.monotonic() + 10
-    while service.active and time.monotonic() < deadline:
+    while (service.active or service.byes) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     service.executor.shutdown(wait=False)

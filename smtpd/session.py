@@ -35,7 +35,9 @@ DESCRIPTION
     with X and E at the end (or in WRITE_BATCH pieces, for a big
     message), then the commit reply decides the 250/4xx/5xx.  Cleanup
     channels are pooled per process (CleanupPool) and reused across
-    transactions and sessions.
+    transactions and sessions; a commit's reply names the queue ID cleanup
+    keeps for that channel's next open, which then needs no reply at all
+    (CleanupTransaction.open).
 
     Per-client concurrency: smtpd_client_connection_count_limit is counted
     per smtpd process (Postfix counts per service in anvil(8)); excess
@@ -85,6 +87,7 @@ import socket
 import time
 from collections import deque
 
+from fulmar.queue import qid as queue_ids
 from fulmar.smtp import address as A
 from fulmar.smtp import reply as R
 from fulmar.smtp.reply import Reply
@@ -101,6 +104,11 @@ RECORD_MAX = 65536
 CLEANUP_OPEN_RETRIES = 3
 # Idle cleanup channels kept per process.
 CLEANUP_POOL_SIZE = 8
+# A queue ID cleanup reserved for a pooled channel's next open is used for
+# at most this long after (seconds; as cleanup's SPARE_MAX_AGE: a queue ID
+# carries its file's creation time); an older one is left to cleanup,
+# which gives it back at the channel's next plain open.
+CLEANUP_RESERVATION_MAX_AGE = 60.0
 
 
 class _FulmarLog:
@@ -116,35 +124,42 @@ class CleanupError(Exception):
 
 
 class CleanupPool:
-    """A few reusable channels to private/cleanup."""
+    """A few reusable channels to private/cleanup, each with the queue ID
+    cleanup reserved for its next open (or None)."""
 
     def __init__(self, path: str, timeout: float, size: int = CLEANUP_POOL_SIZE):
         self.path = path
         self.timeout = timeout
         self.size = size
-        self._idle: list = []
+        self._idle: list = []        # (channel, reserved queue ID or None, released at)
 
     @property
     def has_idle(self) -> bool:
         return bool(self._idle)
 
     async def acquire(self, fresh: bool = False):
+        """(channel, reserved queue ID or None)."""
         from fulmar.ipc import channel
         while self._idle and not fresh:
-            ch = self._idle.pop()
+            ch, reserved, since = self._idle.pop()
+            if ch.pending:
+                ch.abort()      # cleanup's "bye": it is stopping
+                continue
             if not ch.closed:
-                return ch
-        return await channel.connect(self.path, protocol="cleanup", timeout=self.timeout)
+                if time.monotonic() - since > CLEANUP_RESERVATION_MAX_AGE:
+                    reserved = None
+                return ch, reserved
+        return await channel.connect(self.path, protocol="cleanup", timeout=self.timeout), None
 
-    def release(self, ch, healthy: bool) -> None:
+    def release(self, ch, healthy: bool, reserved: str | None = None) -> None:
         if healthy and not ch.closed and len(self._idle) < self.size:
-            self._idle.append(ch)
+            self._idle.append((ch, reserved, time.monotonic()))
         else:
             ch.abort()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for ch in idle:
+        for ch, _reserved, _since in idle:
             try:
                 await ch.close(timeout=1.0)
             except Exception:
@@ -203,6 +218,14 @@ class CleanupTransaction:
     cross-process round trip that Postfix's DATA does not make).  An open
     that fails is reported at DATA when smtpd knows by then, else by
     commit() at the end of the data, with the 451 Postfix gives the RCPT.
+
+    On a pooled channel whose last commit reply named a reserved queue ID
+    (`next_queue_id`), open() names it and returns at once: cleanup sends
+    no reply (docs/performance.md, item 35: one write, one wake-up of
+    smtpd and a JSON decode less per message); how the open went shows in
+    the commit's reply.  Such an open is not retried on a fresh channel:
+    a channel that broke meanwhile (a cleanup reload at that instant)
+    fails the transaction at the end of the data (docs/deviations.md).
     """
 
     def __init__(self, pool: CleanupPool):
@@ -267,11 +290,20 @@ class CleanupTransaction:
         fresh = not self.pool.has_idle
         while True:
             try:
-                self.ch = await self.pool.acquire(fresh=fresh)
+                self.ch, reserved = await self.pool.acquire(fresh=fresh)
                 self.id = self.ch.next_id()
-                reply = await self.ch.request({"request": "open", "id": self.id, "origin": "smtpd",
-                                               **attrs},
-                                              "cleanup.open_reply", timeout=self.pool.timeout)
+                request = {"request": "open", "id": self.id, "origin": "smtpd",
+                           "reserve_next": True, **attrs}
+                if reserved is not None:
+                    # The queue ID cleanup reserved for this channel: no
+                    # answer comes (cleanup/service.py), the commit's
+                    # tells how it went.  No round trip, and no wake-up
+                    # here in the middle of the client's next command.
+                    await self.ch.send_attr({**request, "queue_id": reserved})
+                    self.queue_id = reserved
+                    return reserved
+                reply = await self.ch.request(request, "cleanup.open_reply",
+                                              timeout=self.pool.timeout)
                 break
             except Exception as e:
                 self._drop()
@@ -320,11 +352,14 @@ class CleanupTransaction:
         try:
             await self.ch.send_record(b"X", b"")
             await self.ch.send_record(b"E", b"")
-            reply = await self.ch.recv_attr("cleanup.commit_reply", timeout=self.pool.timeout)
+            reply = await self._commit_reply()
         except Exception:
             self._drop()
             return R.QUEUE_WRITE_ERROR
-        self.pool.release(self.ch, reply.get("id") == self.id)
+        reserved = reply.get("next_queue_id")
+        if not (isinstance(reserved, str) and queue_ids.is_queue_id(reserved)):
+            reserved = None
+        self.pool.release(self.ch, reply.get("id") == self.id, reserved)
         self.ch = None
         status = reply.get("status")
         if status == "ok":
@@ -335,6 +370,21 @@ class CleanupTransaction:
                 return parsed
             return Reply(550, "5.7.1", reply.get("reason") or "Message rejected")
         return _STATUS_REPLIES.get(status, R.QUEUE_WRITE_ERROR)
+
+    async def _commit_reply(self) -> dict:
+        """The commit's reply.  A "bye" cleanup sent before our open reached
+        it (a stop; cleanup serves such an open, then closes) comes first
+        and is skipped."""
+        from fulmar.ipc import channel, schema
+        while True:
+            attrs = await self.ch.recv_attr(None, timeout=self.pool.timeout)
+            if attrs.get("request") == "bye":
+                continue
+            try:
+                schema.check("cleanup.commit_reply", attrs)
+            except schema.SchemaError as exc:
+                raise channel.ChannelError(str(exc)) from None
+            return attrs
 
     async def abort(self) -> None:
         if self._opening is not None:

@@ -280,6 +280,13 @@ class Channel(asyncio.BufferedProtocol):
     def closed(self) -> bool:
         return self._transport is None or self._transport.is_closing()
 
+    @property
+    def pending(self) -> bool:
+        """True if frames arrived that recv() has not taken yet (on an idle
+        pooled channel: something the peer said unasked, e.g. cleanup's
+        "bye")."""
+        return bool(self._frames)
+
     async def send_attr(self, attrs: dict) -> None:
         """Queue one attribute frame (FrameError if attrs cannot be sent)."""
         self._check_open()

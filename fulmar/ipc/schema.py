@@ -141,7 +141,7 @@ SCHEMAS = {
                                  {"queue_id": str, "reason": str}),
     "cleanup.commit_reply": Schema({"id": int, "status": CLEANUP_STATUSES,
                                     "queue_id": str},
-                                   {"reason": str}),
+                                   {"reason": str, "next_queue_id": str}),
     "cleanup.abort": Schema({"request": ("abort",), "id": int}),
 
     # qmgr: wakeup has no reply, hence no id.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from fulmar.ipc import channel
 from fulmar.queue import qfile
 from cleanup import service as S
@@ -156,3 +158,132 @@ def test_a_fill_starts_below_the_need_and_makes_a_batch(daemon_context, tmp_path
     finally:
         pool.close()
     assert _incoming(qdir) == []
+
+
+_MESSAGE = ((b"S", b"a@example.org"), (b"R", b"b@example.net\0\0\0" + b"0"), (b"M", b""),
+            (b"B", b"Subject: t\r\n\r\nhello\r\n"), (b"X", b""), (b"E", b""))
+
+
+async def _send_message(ch):
+    for rtype, data in _MESSAGE:
+        await ch.send_record(rtype, data)
+    return await ch.recv_attr(timeout=5)
+
+
+async def _reserving(path):
+    """A connection as smtpd's after one message: (channel, reserved queue ID)."""
+    ch = await channel.connect(path, protocol=S.PROTOCOL, timeout=5)
+    await ch.request({"request": "open", "id": 1, "origin": "smtpd", "reserve_next": True},
+                     timeout=5)
+    return ch, (await _send_message(ch))["next_queue_id"]
+
+
+async def test_a_queue_id_is_reserved_for_the_connections_next_open(daemon_context, tmp_path):
+    # smtpd asks for it (reserve_next); its next open names the reserved
+    # queue ID and gets no answer: the next frame is the commit's answer.
+    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
+    try:
+        svc.spares.want(3)
+        await _spares(svc, 3)
+        ch = await channel.connect(path, protocol=S.PROTOCOL, timeout=5)
+        reply = await ch.request({"request": "open", "id": 1, "origin": "smtpd",
+                                  "reserve_next": True}, timeout=5)
+        answer = await _send_message(ch)
+        assert answer["status"] == "ok" and answer["queue_id"] == reply["queue_id"]
+        reserved = answer["next_queue_id"]
+        # Taken from the spares: a not-ready file that no open can take.
+        assert reserved in _incoming(qdir) and reserved not in await _spares(svc, 1)
+        assert [q for q, _ in qfile.scan(qdir, "incoming")] == [reply["queue_id"]]
+        await ch.send_attr({"request": "open", "id": 2, "origin": "smtpd", "reserve_next": True,
+                            "queue_id": reserved})
+        answer = await _send_message(ch)
+        assert answer["id"] == 2 and answer["status"] == "ok" and answer["queue_id"] == reserved
+        assert sorted(q for q, _ in qfile.scan(qdir, "incoming")) == sorted([reply["queue_id"],
+                                                                              reserved])
+        # The next reservation goes back to the spares with the connection.
+        again = answer["next_queue_id"]
+        await ch.close()
+        for _ in range(200):
+            if again in await _spares(svc, 1):
+                break
+            await asyncio.sleep(0.01)
+        assert again in [w.queue_id for w, _ in svc.spares._files] and again in _incoming(qdir)
+        svc.stop()
+    finally:
+        server.close()
+        svc.executor.shutdown()
+
+
+async def test_no_reservation_without_asking_and_a_wrong_one_closes_the_connection(daemon_context,
+                                                                                     tmp_path):
+    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
+    try:
+        svc.spares.want(2)
+        await _spares(svc, 2)
+        ch, q1 = await _open(path, 1)                  # pickup, bounce: no reserve_next
+        answer = await _send_message(ch)
+        assert answer["status"] == "ok" and "next_queue_id" not in answer
+        # An open naming a queue ID this connection was not given.
+        await ch.send_attr({"request": "open", "id": 2, "origin": "smtpd", "queue_id": q1})
+        await ch.flush()
+        with pytest.raises(channel.ChannelClosed):     # a protocol error
+            await ch.recv(timeout=5)
+        await ch.close()
+        assert [q for q, _ in qfile.scan(qdir, "incoming")] == [q1]
+        svc.stop()
+    finally:
+        server.close()
+        svc.executor.shutdown()
+
+
+async def test_a_plain_open_gives_an_unused_reservation_back(daemon_context, tmp_path):
+    # smtpd leaves a reservation it kept too long unused and opens the
+    # plain way: the reserved spare is not lost, it is the next one taken.
+    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
+    try:
+        svc.spares.want(3)
+        await _spares(svc, 3)
+        ch, reserved = await _reserving(path)
+        reply = await ch.request({"request": "open", "id": 2, "origin": "smtpd"}, timeout=5)
+        assert reply["queue_id"] == reserved
+        assert (await _send_message(ch))["queue_id"] == reserved
+        await ch.close()
+        svc.stop()
+    finally:
+        server.close()
+        svc.executor.shutdown()
+
+
+async def test_a_stop_says_bye_where_a_reserved_open_may_be_on_its_way(daemon_context, tmp_path):
+    # An idle connection without a reservation is closed at once; one that
+    # holds a reservation gets a "bye", and an open that crossed it (smtpd
+    # does not wait for an answer, so it could not retry it elsewhere) is
+    # still served before the connection is closed.
+    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
+    try:
+        svc.spares.want(3)
+        await _spares(svc, 3)
+        plain, _ = await _open(path, 1)
+        await _send_message(plain)
+        ch, reserved = await _reserving(path)
+        for _ in range(200):
+            if len(svc.idle) == 2:
+                break
+            await asyncio.sleep(0.01)
+        svc.stop()
+        await ch.send_attr({"request": "open", "id": 2, "origin": "smtpd", "reserve_next": True,
+                            "queue_id": reserved})
+        assert (await ch.recv_attr(timeout=5)) == {"request": "bye"}
+        answer = await _send_message(ch)
+        assert answer["status"] == "ok" and answer["queue_id"] == reserved
+        assert "next_queue_id" not in answer            # stopping: no new reservation
+        with pytest.raises(channel.ChannelClosed):
+            await ch.recv(timeout=5)
+        with pytest.raises(channel.ChannelClosed):
+            await plain.recv(timeout=5)
+        assert reserved in [q for q, _ in qfile.scan(qdir, "incoming")]
+        await ch.close()
+        await plain.close()
+    finally:
+        server.close()
+        svc.executor.shutdown()

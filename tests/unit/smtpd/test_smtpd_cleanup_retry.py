@@ -14,9 +14,10 @@ from smtpd.session import CLEANUP_OPEN_RETRIES, CleanupError, CleanupTransaction
 
 
 class FakeChannel:
-    def __init__(self, error=None):
+    def __init__(self, error=None, pending=False):
         self.error = error
         self.closed = False
+        self.pending = pending          # a frame cleanup sent unasked ("bye")
 
     def next_id(self):
         return 1
@@ -41,9 +42,9 @@ class FakePool:
 
     async def acquire(self, fresh=False):
         self.fresh.append(fresh)
-        return self.channels.pop(0)
+        return self.channels.pop(0), None     # no reserved queue ID
 
-    def release(self, ch, healthy):
+    def release(self, ch, healthy, reserved=None):
         self.released.append((ch, healthy))
 
 
@@ -69,3 +70,25 @@ async def test_timeout_is_not_retried():
     with pytest.raises(CleanupError):
         await CleanupTransaction(pool).open({})
     assert pool.fresh == [False]
+
+
+async def test_pool_keeps_a_reservation_with_its_channel_for_a_while(monkeypatch):
+    from smtpd import session
+    pool = session.CleanupPool("/nonexistent", 5.0)
+    ch = FakeChannel()
+    pool.release(ch, True, "4jcdRESERVED")
+    assert await pool.acquire() == (ch, "4jcdRESERVED")
+    pool.release(ch, True, "4jcdRESERVED")
+    later = session.time.monotonic() + session.CLEANUP_RESERVATION_MAX_AGE + 1
+    monkeypatch.setattr(session.time, "monotonic", lambda: later)
+    assert await pool.acquire() == (ch, None)       # too old: a plain open
+
+
+async def test_pool_drops_a_channel_on_which_cleanup_said_bye():
+    from smtpd import session
+    pool = session.CleanupPool("/nonexistent", 5.0)
+    good, bye = FakeChannel(), FakeChannel(pending=True)
+    pool.release(good, True, "4jcdRESERVED")
+    pool.release(bye, True, "4jcdOTHER")
+    assert await pool.acquire() == (good, "4jcdRESERVED")
+    assert bye.closed

@@ -6,6 +6,7 @@ import socket
 import pytest
 
 from fulmar.ipc import channel
+from fulmar.queue import qid as queue_ids
 from smtpd.policy import Policy, PolicySettings
 from smtpd.session import Service, Session
 from smtpd_support import HOST, make_settings
@@ -35,6 +36,10 @@ class FakeCleanup:
         self.gate = asyncio.Event()     # the open reply waits for it
         self.gate.set()
         self.open_status = []           # statuses for the next opens (then "ok")
+        self.reserve = False            # commit answers name the next open's queue ID
+        self.bye_first = False          # a "bye" crosses the next open (a stop)
+        self.reserved = None
+        self.opens = []                 # the open requests, as received
 
     async def handler(self, ch):
         while True:
@@ -43,14 +48,20 @@ class FakeCleanup:
                 self.aborted += 1
                 continue
             assert attrs["request"] == "open" and attrs["origin"] == "smtpd"
+            self.opens.append(attrs)
             self.n += 1
             qid = f"QID{self.n}"
-            await self.gate.wait()
-            if self.open_status:
-                await ch.send_attr({"id": attrs["id"], "status": self.open_status.pop(0)})
-                await ch.flush()
-                continue
-            await ch.send_attr({"id": attrs["id"], "status": "ok", "queue_id": qid})
+            if "queue_id" in attrs:
+                # The reserved queue ID: cleanup does not answer this open.
+                assert attrs["queue_id"] == self.reserved
+                qid, self.reserved = self.reserved, None
+            else:
+                await self.gate.wait()
+                if self.open_status:
+                    await ch.send_attr({"id": attrs["id"], "status": self.open_status.pop(0)})
+                    await ch.flush()
+                    continue
+                await ch.send_attr({"id": attrs["id"], "status": "ok", "queue_id": qid})
             records = []
             while True:
                 frame = await ch.recv()
@@ -61,7 +72,12 @@ class FakeCleanup:
                 records.append((frame.rtype, frame.data))
                 if frame.rtype == b"E":
                     self.messages.append((attrs, records))
-                    await ch.send_attr({"id": attrs["id"], "status": self.status, "queue_id": qid})
+                    answer = {"id": attrs["id"], "status": self.status, "queue_id": qid}
+                    if self.reserve and attrs.get("reserve_next"):
+                        self.reserved = answer["next_queue_id"] = queue_ids.new_queue_id(4711 + self.n)
+                    if self.bye_first:
+                        await ch.send_attr({"request": "bye"})
+                    await ch.send_attr(answer)
                     break
 
 
@@ -487,3 +503,46 @@ async def test_greeting_and_ehlo_need_no_loop_turn(env):
     s._task.cancel()
     s._timer.cancel()
     await asyncio.sleep(0)
+
+
+async def test_the_next_open_on_a_channel_uses_the_reserved_queue_id_without_a_reply(env):
+    # cleanup names, with a commit's answer, a queue ID kept for that
+    # channel's next open; smtpd's next open names it and waits for no
+    # answer (the fake sends none: waiting would end in a 451 after
+    # ipc_timeout), logs it and reports it in the 250.
+    svc, cleanup, logs = env
+    cleanup.reserve = True
+    r, w = await greeted(svc)
+    for n in (1, 2):
+        await accepted(r, w, data=True)
+        w.write(b"Subject: t\r\n\r\nhi\r\n.\r\n")
+        [queued] = await reply(r)
+        assert queued.startswith("250 2.0.0 Ok: queued as ")
+        if n == 1:
+            assert queued.endswith(" QID1") and "queue_id" not in cleanup.opens[0]
+            reserved = cleanup.reserved
+            assert queue_ids.is_queue_id(reserved)
+    assert queued.endswith(" " + reserved)
+    assert cleanup.opens[1]["queue_id"] == reserved and cleanup.opens[1]["reserve_next"]
+    assert len(cleanup.messages) == 2
+    assert f"{reserved}: client=unknown[203.0.113.9]" in [m for _, m in logs]
+    w.write(b"QUIT\r\n")
+    await reply(r)
+    w.close()
+    await disconnected(logs)
+
+
+async def test_a_bye_before_the_commit_reply_is_skipped(env):
+    # A stopping cleanup says "bye" on an idle connection while smtpd's
+    # reserved open is already on its way; it serves that message, and
+    # smtpd takes the commit's reply after the bye.
+    svc, cleanup, logs = env
+    cleanup.bye_first = True
+    r, w = await greeted(svc)
+    await accepted(r, w, data=True)
+    w.write(b"Subject: t\r\n\r\nhi\r\n.\r\n")
+    assert (await reply(r)) == ["250 2.0.0 Ok: queued as QID1"]
+    w.write(b"QUIT\r\n")
+    await reply(r)
+    w.close()
+    await disconnected(logs)
