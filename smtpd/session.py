@@ -221,11 +221,13 @@ class CleanupTransaction:
 
     On a pooled channel whose last commit reply named a reserved queue ID
     (`next_queue_id`), open() names it and returns at once: cleanup sends
-    no reply (docs/performance.md, item 35: one write, one wake-up of
+    no reply (docs/performance.md, item 36: one write, one wake-up of
     smtpd and a JSON decode less per message); how the open went shows in
-    the commit's reply.  Such an open is not retried on a fresh channel:
-    a channel that broke meanwhile (a cleanup reload at that instant)
-    fails the transaction at the end of the data (docs/deviations.md).
+    the commit's reply.  Such an open cannot be retried on a fresh
+    channel, so a stopping cleanup says "bye" on the channel (the pool
+    then drops it) and serves an open that crossed the bye; only a
+    cleanup that dies under the open fails the transaction, at the end of
+    the data (docs/deviations.md).
     """
 
     def __init__(self, pool: CleanupPool):

@@ -14,6 +14,7 @@ SYNOPSIS
     frame = await ch.recv(timeout=t)           # frames.Frame
     attrs = await ch.recv_attr("cleanup.open_reply")   # A frame, checked
     reply = await ch.request({...}, "qmgr.flush_reply")  # send + reply
+    ch.closed, ch.pending                      # gone; frames not yet recv()ed
     await ch.close()
 
     async def handler(ch: channel.Channel) -> None: ...
