@@ -222,8 +222,10 @@ class CleanupTransaction:
     On a pooled channel whose last commit reply named a reserved queue ID
     (`next_queue_id`), open() names it and returns at once: cleanup sends
     no reply (docs/performance.md, item 36: one write, one wake-up of
-    smtpd and a JSON decode less per message); how the open went shows in
-    the commit's reply.  Such an open cannot be retried on a fresh
+    smtpd and a JSON decode less per message), and the open is held in
+    the channel with the records, so cleanup gets the whole message in
+    one write at the end of the data and wakes once for it; how the open
+    went shows in the commit's reply.  Such an open cannot be retried on a fresh
     channel, so a stopping cleanup says "bye" on the channel (the pool
     then drops it) and serves an open that crossed the bye; only a
     cleanup that dies under the open fails the transaction, at the end of
@@ -301,7 +303,7 @@ class CleanupTransaction:
                     # answer comes (cleanup/service.py), the commit's
                     # tells how it went.  No round trip, and no wake-up
                     # here in the middle of the client's next command.
-                    await self.ch.send_attr({**request, "queue_id": reserved})
+                    await self.ch.send_attr({**request, "queue_id": reserved}, hold=True)
                     self.queue_id = reserved
                     return reserved
                 reply = await self.ch.request(request, "cleanup.open_reply",

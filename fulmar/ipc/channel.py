@@ -288,10 +288,11 @@ class Channel(asyncio.BufferedProtocol):
         "bye")."""
         return bool(self._frames)
 
-    async def send_attr(self, attrs: dict) -> None:
-        """Queue one attribute frame (FrameError if attrs cannot be sent)."""
+    async def send_attr(self, attrs: dict, hold: bool = False) -> None:
+        """Queue one attribute frame (FrameError if attrs cannot be sent);
+        hold as for send_record."""
         self._check_open()
-        self._append(encode_attr(attrs))
+        self._append(encode_attr(attrs), hold)
         if self._wlen >= WRITE_BATCH:
             self._write_out()
             if self._write_paused:

@@ -113,15 +113,17 @@ def test_held_records_wait_for_the_next_frame(run, path):
     async def main():
         server = await channel.serve(path, "qmgr", echo_handler)
         ch = await channel.connect(path, "qmgr", timeout=5)
+        await ch.send_attr({"request": "open"}, hold=True)     # attribute frames too
         await ch.send_record(b"S", b"a@b.test", hold=True)
         await ch.send_record(b"R", b"c@d.test", hold=True)
         for _ in range(5):
             await asyncio.sleep(0)
-        assert len(ch._wbuf) == 2       # still here after several loop turns
+        assert len(ch._wbuf) == 3       # still here after several loop turns
         await ch.send_attr({"request": "flush", "id": 1})
         for _ in range(5):
             await asyncio.sleep(0)
         assert not ch._wbuf             # written with the attribute frame
+        assert (await ch.recv_attr())["id"] is None            # the held "open"
         reply = await ch.recv_attr()
         assert reply["id"] == 1 and reply["count"] == len(b"a@b.testc@d.test")
         await ch.close()
