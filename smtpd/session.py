@@ -356,7 +356,10 @@ class CleanupTransaction:
         try:
             await self.ch.send_record(b"X", b"")
             await self.ch.send_record(b"E", b"")
-            reply = await self._commit_reply()
+            # A "bye" cleanup sent before our open reached it (a stop: it
+            # serves such an open, then closes) comes first: passed over.
+            reply = await self.ch.recv_attr("cleanup.commit_reply", timeout=self.pool.timeout,
+                                            skip=("bye",))
         except Exception:
             self._drop()
             return R.QUEUE_WRITE_ERROR
@@ -374,21 +377,6 @@ class CleanupTransaction:
                 return parsed
             return Reply(550, "5.7.1", reply.get("reason") or "Message rejected")
         return _STATUS_REPLIES.get(status, R.QUEUE_WRITE_ERROR)
-
-    async def _commit_reply(self) -> dict:
-        """The commit's reply.  A "bye" cleanup sent before our open reached
-        it (a stop; cleanup serves such an open, then closes) comes first
-        and is skipped."""
-        from fulmar.ipc import channel, schema
-        while True:
-            attrs = await self.ch.recv_attr(None, timeout=self.pool.timeout)
-            if attrs.get("request") == "bye":
-                continue
-            try:
-                schema.check("cleanup.commit_reply", attrs)
-            except schema.SchemaError as exc:
-                raise channel.ChannelError(str(exc)) from None
-            return attrs
 
     async def abort(self) -> None:
         if self._opening is not None:

@@ -13,6 +13,7 @@ SYNOPSIS
     ch.push()                                  # the same, never waiting
     frame = await ch.recv(timeout=t)           # frames.Frame
     attrs = await ch.recv_attr("cleanup.open_reply")   # A frame, checked
+                                               # (skip=("bye",): notices passed over)
     reply = await ch.request({...}, "qmgr.flush_reply")  # send + reply
     ch.closed, ch.pending                      # gone; frames not yet recv()ed
     await ch.close()
@@ -359,10 +360,14 @@ class Channel(asyncio.BufferedProtocol):
         return frame
 
     async def recv_attr(self, message_type: str | None = None,
-                        timeout=_DEFAULT) -> dict:
+                        timeout=_DEFAULT, skip: tuple = ()) -> dict:
         """Return the next frame's attributes, checked against the schema
-        of message_type when given; a record frame is a ChannelError."""
+        of message_type when given; a record frame is a ChannelError.
+        Attribute frames whose "request" is in skip (notices a peer may
+        send unasked, e.g. cleanup's "bye") are passed over."""
         frame = await self.recv(timeout)
+        while skip and frame.kind == KIND_ATTR and frame.attrs.get("request") in skip:
+            frame = await self.recv(timeout)
         if frame.kind != KIND_ATTR:
             raise ChannelError("expected an attribute frame, got a record "
                                "of type %r" % frame.rtype)
