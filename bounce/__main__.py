@@ -4,4 +4,4 @@ from fulmar import daemon
 from bounce.service import serve
 
 if __name__ == "__main__":
-    daemon.main("bounce", serve)
+    daemon.main("bounce", serve, background=True)

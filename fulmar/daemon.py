@@ -30,7 +30,12 @@ DESCRIPTION
     6. when running as root, checks mail_owner (it must exist and must not
        be root) and switches to it (setgroups, setgid, setuid), unless
        keep_root=True (the local delivery agent switches per recipient);
-    7. runs serve(ctx) in one event loop, uvloop's when it is importable.
+    7. for a background daemon (background=True: qmgr, bounce and the
+       delivery agents), lowers its CPU priority by $delivery_process_nice
+       (nice(2), relative to master's, which smtpd and cleanup keep), so
+       that on a busy machine the work a waiting SMTP client needs runs
+       first and delivery fills the gaps (docs/performance.md, item 37);
+    8. runs serve(ctx) in one event loop, uvloop's when it is importable.
 
     Context: cfg, service, process_name, service_type, listeners,
     queue_dir, stopping and reloading (asyncio.Event), daemon_timeout,
@@ -277,6 +282,21 @@ def drop_privileges(cfg, keep_root=False):
         log.fatal("cannot switch to user %s: %s", owner, exc.strerror)
 
 
+def lower_priority(cfg) -> None:
+    """nice(2) by $delivery_process_nice, before any thread exists (Linux
+    applies it per thread; threads started later inherit it)."""
+    try:
+        step = int(cfg.get("delivery_process_nice"))
+    except (KeyError, LookupError, TypeError, ValueError):
+        return
+    if step <= 0:
+        return
+    try:
+        os.nice(step)
+    except OSError as exc:
+        log.warning("cannot lower the process priority by %d: %s", step, exc.strerror)
+
+
 def _where(exc):
     frames = traceback.extract_tb(exc.__traceback__)[-3:]
     return "; ".join("%s:%d in %s" % ("/".join(f.filename.split("/")[-2:]),
@@ -334,12 +354,12 @@ async def _run(ctx, serve):
 
 
 def main(process_name: str, serve, *, keep_root: bool = False,
-         argv=None, prepare=None) -> None:
+         argv=None, prepare=None, background: bool = False) -> None:
     """Run serve(ctx) as the daemon process_name; never returns.
 
     prepare(cfg), when given, runs before the switch to mail_owner (as
     Postfix's daemons read their TLS keys as root); its result is
-    ctx.prepared."""
+    ctx.prepared.  background=True: see lower_priority()."""
     require_python()
     from fulmar import config
 
@@ -372,6 +392,8 @@ def main(process_name: str, serve, *, keep_root: bool = False,
     # own files may not be readable by mail_owner (a Python under /root).
     prepared = prepare(cfg) if prepare is not None else None
     drop_privileges(cfg, keep_root)
+    if background:
+        lower_priority(cfg)
 
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:

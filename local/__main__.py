@@ -34,4 +34,4 @@ if __name__ == "__main__":
     from fulmar import daemon
     from local.deliver import serve
 
-    daemon.main(command_name(sys.argv[1:]), serve, keep_root=True)
+    daemon.main(command_name(sys.argv[1:]), serve, keep_root=True, background=True)

@@ -88,4 +88,4 @@ async def serve(ctx) -> None:
 
 if __name__ == "__main__":
     from fulmar import daemon
-    daemon.main("error", serve)
+    daemon.main("error", serve, background=True)

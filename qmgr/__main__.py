@@ -4,4 +4,4 @@ from fulmar import daemon
 from qmgr.manager import serve
 
 if __name__ == "__main__":
-    daemon.main("qmgr", serve)
+    daemon.main("qmgr", serve, background=True)

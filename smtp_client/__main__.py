@@ -37,4 +37,4 @@ if __name__ == "__main__":
     from fulmar import daemon
     from smtp_client.deliver import serve
 
-    daemon.main(command_name(sys.argv[1:]), serve)
+    daemon.main(command_name(sys.argv[1:]), serve, background=True)

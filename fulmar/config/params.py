@@ -250,6 +250,7 @@ _DECLARED: list[Param] = [
     P("inet_protocols", "list", "all", "master", "IP protocols to use: all, ipv4, ipv6"),
     P("proxy_interfaces", "list", "", "smtpd", "addresses on which mail arrives through a proxy or NAT"),
     P("default_worker_processes", "int", "0", "master", "Fulmar only: processes per service (each serves many connections), at most maxproc; 0 means one per two CPUs (at least one)", min=0, fulmar=True),
+    P("delivery_process_nice", "int", "10", "global", "Fulmar only: how much lower the CPU priority (nice) of qmgr, bounce and the delivery agents is than smtpd's and cleanup's, so that a busy machine answers SMTP clients first; 0 runs them all alike", min=0, max=19, fulmar=True),
     P("service_stop_timeout", "time", "30s", "master", "Fulmar only: how long postfix stop waits for in-flight work before daemons are killed", min=1, fulmar=True),
     P("parent_domain_matches_subdomains", "list", "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,qmqpd_authorized_clients,relay_domains,smtpd_access_maps", "trivial-rewrite", "features where example.com also matches sub.example.com"),
     P("default_database_type", "str", "hash", "postmap", "table type for postmap/postalias when none is given (all hash-like types use Fulmar's own indexed format)"),

@@ -7,12 +7,13 @@ port, which the instance uses as smtp_tcp_port.
 """
 from __future__ import annotations
 
+import os
 import re
 import smtplib
 import time
 
 
-from support.mail import dsn_fields, make_message, parse, submit, wait_until
+from support.mail import dsn_fields, make_message, parse, submit, wait_pids, wait_until
 
 TIMEOUT = 30
 # One process per service: half the start-up CPU of the default (one per CPU).
@@ -55,6 +56,12 @@ def test_two_mx_first_refuses(dns_server, alloc, smtp_sink, fulmar_instance):
     assert "250 2.0.0 Ok: queued as sink1" in line.group(1)
     inst.wait_log(rf"postfix/qmgr\[\d+\]: {qid}: removed$")
     assert "status=deferred" not in inst.log_text()
+    # Delivery runs delivery_process_nice (10) below master; smtpd and
+    # cleanup keep master's priority (docs/deviations.md).
+    base = os.getpriority(os.PRIO_PROCESS, inst.master_pid())
+    for package, step in (("smtpd", 0), ("cleanup", 0), ("qmgr", 10), ("smtp_client", 10)):
+        for pid in wait_pids(inst, package):
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, base + step), package
 
 
 def test_no_mx_uses_a_record(dns_server, alloc, smtp_sink, fulmar_instance):

@@ -153,7 +153,8 @@ CHILD = textwrap.dedent("""
             await ch.send_attr({"id": frame.attrs["id"], "uid": os.getuid(),
                                 "service": ctx.service,
                                 "type": ctx.service_type,
-                                "queue_dir": ctx.queue_dir})
+                                "queue_dir": ctx.queue_dir,
+                                "nice": os.getpriority(os.PRIO_PROCESS, 0)})
         server = await channel.serve(ctx.listeners[0], "test", handler,
                                      log_name=ctx.private_path("test"))
         ctx.ready()
@@ -162,8 +163,8 @@ CHILD = textwrap.dedent("""
         await server.wait_closed()
         log.info("stopped")
 
-    daemon.main("testd", serve, keep_root=(MODE == "keep_root"),
-                argv=sys.argv[2:])
+    daemon.main("testd", serve, keep_root=(MODE in ("keep_root", "background")),
+                background=(MODE == "background"), argv=sys.argv[2:])
 """)
 
 
@@ -217,6 +218,32 @@ def request(path_or_sock):
     return got[0].attrs, got[1].attrs
 
 
+def ask_child(tmp_path, config_dir, mode, extra=()):
+    """Start the child on a listening socket, send it one request, then
+    SIGTERM: (proc, hello, reply, stderr) once it has exited."""
+    path = str(tmp_path / "test.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+    proc, status_fd = start_child(config_dir, mode, listener, extra)
+    listener.close()
+    try:
+        wait_ready(proc, status_fd)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.settimeout(10)
+        client.connect(path)
+        hello, reply = request(client)
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.close(status_fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc, hello, reply, err
+
+
 @pytest.mark.parametrize("mode", ["keep_root", "drop"])
 def test_daemon_serves_inherited_socket_and_stops_on_sigterm(
         tmp_path, config_dir, mode):
@@ -229,36 +256,17 @@ def test_daemon_serves_inherited_socket_and_stops_on_sigterm(
             capture_output=True)
         if probe.returncode != 0:
             pytest.skip("this Python is not readable by nobody")
-    path = str(tmp_path / "test.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen()
-    proc, status_fd = start_child(config_dir, mode, listener)
-    listener.close()
-    try:
-        wait_ready(proc, status_fd)
-        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        client.settimeout(10)
-        client.connect(path)
-        hello, reply = request(client)
-        client.close()
-        assert hello == {"protocol": "test", "version": 1}
-        assert reply["id"] == 7
-        assert reply["service"] == "testsvc" and reply["type"] == "unix"
-        assert reply["queue_dir"] == str(tmp_path / "queue")
-        if os.geteuid() == 0:
-            expected = (0 if mode == "keep_root"
-                        else pwd.getpwnam("nobody").pw_uid)
-        else:
-            expected = os.geteuid()
-        assert reply["uid"] == expected
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        os.close(status_fd)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, hello, reply, err = ask_child(tmp_path, config_dir, mode)
+    assert hello == {"protocol": "test", "version": 1}
+    assert reply["id"] == 7
+    assert reply["service"] == "testsvc" and reply["type"] == "unix"
+    assert reply["queue_dir"] == str(tmp_path / "queue")
+    if os.geteuid() == 0:
+        expected = (0 if mode == "keep_root"
+                    else pwd.getpwnam("nobody").pw_uid)
+    else:
+        expected = os.geteuid()
+    assert reply["uid"] == expected
     assert proc.returncode == 0, err
     lines = (tmp_path / "maillog").read_text().splitlines()
     assert re.fullmatch(r"\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ "
@@ -394,3 +402,29 @@ async def test_exit_when_idle_is_a_noop_unless_on_demand():
     ctx.exit_when_idle([server], clock=FakeClock())
     await asyncio.sleep(0.01)
     assert not ctx.stopping.is_set() and not server.closed
+
+
+@pytest.mark.parametrize("mode, extra, step", [
+    ("background", (), 10),                                    # the default
+    ("background", ("-o", "delivery_process_nice=3"), 3),
+    ("background", ("-o", "delivery_process_nice=0"), 0),
+    ("keep_root", (), 0),                                      # smtpd, cleanup: unchanged
+])
+def test_background_daemon_lowers_its_priority(tmp_path, config_dir, mode, extra, step):
+    """qmgr, bounce and the delivery agents run $delivery_process_nice
+    below the process that started them; the others keep its priority."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    proc, _, reply, err = ask_child(tmp_path, config_dir, mode, extra)
+    assert proc.returncode == 0, err
+    assert reply["nice"] == min(19, base + step)
+
+
+def test_lower_priority_failure_is_a_warning(monkeypatch, capsys):
+    log.cli_setup("testd")
+
+    def refuse(step):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "nice", refuse)
+    daemon.lower_priority(FakeConfig(delivery_process_nice=5))
+    assert "testd: warning: cannot lower the process priority by 5: Operation not permitted" \
+        in capsys.readouterr().err
