@@ -285,10 +285,7 @@ def drop_privileges(cfg, keep_root=False):
 def lower_priority(cfg) -> None:
     """nice(2) by $delivery_process_nice, before any thread exists (Linux
     applies it per thread; threads started later inherit it)."""
-    try:
-        step = int(cfg.get("delivery_process_nice"))
-    except (KeyError, LookupError, TypeError, ValueError):
-        return
+    step = cfg.get("delivery_process_nice")     # an int, 0..19 (checked at load)
     if step <= 0:
         return
     try:

@@ -9,6 +9,7 @@ them is ever seen by a queue reader (they are not ready).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 import pytest
@@ -29,11 +30,19 @@ async def _open(path, n):
     return ch, reply["queue_id"]
 
 
-async def _serve(daemon_context, tmp_path):
+@contextlib.asynccontextmanager
+async def _served(daemon_context, tmp_path):
+    """A CleanupService serving on a socket: (svc, qdir, path); the
+    server and the spare thread are shut down however the test ends."""
     ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
     svc = S.CleanupService(ctx)
     path = str(tmp_path / "cleanup.sock")
-    return svc, qdir, path, await channel.serve(path, S.PROTOCOL, svc.handle)
+    server = await channel.serve(path, S.PROTOCOL, svc.handle)
+    try:
+        yield svc, qdir, path
+    finally:
+        server.close()
+        svc.executor.shutdown()
 
 
 async def _spares(svc, n):
@@ -45,8 +54,7 @@ async def _spares(svc, n):
 
 
 async def test_open_takes_a_spare_and_stop_removes_them(daemon_context, tmp_path):
-    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
-    try:
+    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(3)
         spare_ids = await _spares(svc, 3)
         assert _incoming(qdir) == sorted(spare_ids)
@@ -77,9 +85,6 @@ async def test_open_takes_a_spare_and_stop_removes_them(daemon_context, tmp_path
         await asyncio.sleep(0.05)                  # message 1's file goes
         svc.stop()
         assert len(svc.spares) == 0 and _incoming(qdir) == [q2]
-    finally:
-        server.close()
-        svc.executor.shutdown()
 
 
 async def test_a_fill_that_ends_after_stop_leaves_nothing(daemon_context):
@@ -93,8 +98,7 @@ async def test_a_fill_that_ends_after_stop_leaves_nothing(daemon_context):
 async def test_an_abort_before_any_record_keeps_the_file_for_the_next_open(daemon_context, tmp_path):
     # smtpd opens at MAIL FROM; when no recipient is accepted it aborts
     # without having sent a record, and the queue ID was never logged.
-    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
-    try:
+    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(1)
         (spare,) = await _spares(svc, 1)
         ch, q1 = await _open(path, 1)
@@ -117,9 +121,6 @@ async def test_an_abort_before_any_record_keeps_the_file_for_the_next_open(daemo
         assert q1 not in _incoming(qdir) and len(svc.spares) == 0
         await ch.close()
         svc.stop()
-    finally:
-        server.close()
-        svc.executor.shutdown()
 
 
 def test_give_back_removes_a_file_that_was_not_a_spare_or_is_too_old(daemon_context):
@@ -181,8 +182,7 @@ async def _reserving(path):
 async def test_a_queue_id_is_reserved_for_the_connections_next_open(daemon_context, tmp_path):
     # smtpd asks for it (reserve_next); its next open names the reserved
     # queue ID and gets no answer: the next frame is the commit's answer.
-    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
-    try:
+    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(3)
         await _spares(svc, 3)
         ch = await channel.connect(path, protocol=S.PROTOCOL, timeout=5)
@@ -209,15 +209,11 @@ async def test_a_queue_id_is_reserved_for_the_connections_next_open(daemon_conte
             await asyncio.sleep(0.01)
         assert again in [w.queue_id for w, _ in svc.spares._files] and again in _incoming(qdir)
         svc.stop()
-    finally:
-        server.close()
-        svc.executor.shutdown()
 
 
 async def test_no_reservation_without_asking_and_a_wrong_one_closes_the_connection(daemon_context,
                                                                                      tmp_path):
-    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
-    try:
+    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(2)
         await _spares(svc, 2)
         ch, q1 = await _open(path, 1)                  # pickup, bounce: no reserve_next
@@ -231,16 +227,12 @@ async def test_no_reservation_without_asking_and_a_wrong_one_closes_the_connecti
         await ch.close()
         assert [q for q, _ in qfile.scan(qdir, "incoming")] == [q1]
         svc.stop()
-    finally:
-        server.close()
-        svc.executor.shutdown()
 
 
 async def test_a_plain_open_gives_an_unused_reservation_back(daemon_context, tmp_path):
     # smtpd leaves a reservation it kept too long unused and opens the
     # plain way: the reserved spare is not lost, it is the next one taken.
-    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
-    try:
+    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(3)
         await _spares(svc, 3)
         ch, reserved = await _reserving(path)
@@ -249,9 +241,6 @@ async def test_a_plain_open_gives_an_unused_reservation_back(daemon_context, tmp
         assert (await _send_message(ch))["queue_id"] == reserved
         await ch.close()
         svc.stop()
-    finally:
-        server.close()
-        svc.executor.shutdown()
 
 
 async def test_a_stop_says_bye_where_a_reserved_open_may_be_on_its_way(daemon_context, tmp_path):
@@ -259,8 +248,7 @@ async def test_a_stop_says_bye_where_a_reserved_open_may_be_on_its_way(daemon_co
     # holds a reservation gets a "bye", and an open that crossed it (smtpd
     # does not wait for an answer, so it could not retry it elsewhere) is
     # still served before the connection is closed.
-    svc, qdir, path, server = await _serve(daemon_context, tmp_path)
-    try:
+    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(3)
         await _spares(svc, 3)
         plain, _ = await _open(path, 1)
@@ -284,6 +272,3 @@ async def test_a_stop_says_bye_where_a_reserved_open_may_be_on_its_way(daemon_co
         assert reserved in [q for q, _ in qfile.scan(qdir, "incoming")]
         await ch.close()
         await plain.close()
-    finally:
-        server.close()
-        svc.executor.shutdown()
