@@ -27,16 +27,24 @@ CONNECT_BATCH = 200        # sessions opened at once (stays under the listen bac
 
 
 class _Sink(asyncio.Protocol):
-    def __init__(self, arrivals: dict[str, float], waiters: dict[str, asyncio.Future]):
+    def __init__(self, arrivals: dict[str, float], waiters: dict[str, asyncio.Future],
+                 live: set | None = None):
         self.arrivals = arrivals
         self.waiters = waiters
+        self.live = live            # open connections, closed at the end of a run
         self.buf = b""
         self.in_data = False
         self.body: list[bytes] = []
 
     def connection_made(self, transport):
         self.t = transport
+        if self.live is not None:
+            self.live.add(transport)
         transport.write(b"220 sink.bench.test ESMTP\r\n")
+
+    def connection_lost(self, exc):
+        if self.live is not None:
+            self.live.discard(self.t)
 
     def data_received(self, data: bytes):
         self.buf += data
@@ -133,14 +141,20 @@ async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
     loop = asyncio.get_running_loop()
     arrivals: dict[str, float] = {}
     waiters: dict[str, asyncio.Future] = {}
-    server = await loop.create_server(lambda: _Sink(arrivals, waiters), "127.0.0.1", sink_port,
-                                      reuse_address=True)
+    live: set = set()
+    server = await loop.create_server(lambda: _Sink(arrivals, waiters, live), "127.0.0.1",
+                                      sink_port, reuse_address=True)
     out = []
     try:
         for n in range(count):
             out.append(await timed_message(smtpd_port, "%s-%d" % (tag, n), waiters, timeout))
     finally:
         server.close()
+        # A connection the MTA keeps for reuse (Fulmar's smtp client does,
+        # for smtp_connection_cache_time_limit) is closed here rather than
+        # waited for: the next run starts at once, on a fresh connection.
+        for transport in list(live):
+            transport.close()
         await server.wait_closed()
     return out
 
