@@ -596,5 +596,20 @@ def main(argv: list[str] | None = None) -> int:
         return C.EX_TEMPFAIL
 
 
+def entry() -> None:
+    """The `sendmail` command (pyproject's console script): main(), then
+    the process ends without the interpreter's shutdown.
+
+    Tearing down every module's objects took 4-5 ms of a 28 ms submission
+    (strace: from the pickup trigger's answer to exit_group); by then
+    the queue file is committed and closed, any helper waited for, and
+    nothing is left to do but flush stdout and stderr.  main() itself
+    returns normally, for callers in the same process."""
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
