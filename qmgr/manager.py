@@ -60,7 +60,13 @@ DESCRIPTION
     deferred/ -> active/
         Every `queue_run_delay` (and on flush) deferred/ is scanned and the
         files whose time has come are activated, within the active limit;
-        the scan resumes where there is room.
+        a pass cut short by the limit resumes where it stopped when there
+        is room (one stat per file and pass).  A flush (postqueue -f,
+        postfix flush, ETRN) makes one pass that takes every file deferred
+        before it, whatever its next attempt time: a file deferred again
+        during the pass (its ctime is later than the flush) waits for its
+        time, so a flush while the destination is still down tries each
+        message once, as Postfix's, instead of going round until it is up.
 
     restart
         On start, files left in active/ by a crash are taken up again:
@@ -95,6 +101,10 @@ ACTIVE = "active"
 DEFERRED = "deferred"
 CORRUPT = "corrupt"
 
+
+# <linux/time.h>; Python's time module does not name it.  File timestamps
+# come from this clock (flush()).
+CLOCK_REALTIME_COARSE = 5
 
 # A finished message asks for an incoming/ scan if none ran for this long.
 INCOMING_RESCAN = 1.0
@@ -155,6 +165,8 @@ class QueueManager:
         self.incoming_scanned = 0.0           # time of the last incoming/ scan
         self.deferred_scan_due = 0.0
         self.force_deferred = False
+        self.flush_started_ns = 0             # ctime before which a flush takes a file
+        self.passes: dict[str, tuple] = {}    # queue -> (files, held item): scan()
         self.tasks: set[asyncio.Task] = set()
         self.pending_ids: list[str] = []      # wakeups to handle
         self.held_log: list | None = None     # see handle()
@@ -247,6 +259,11 @@ class QueueManager:
         """Make deferred mail eligible now (postqueue -f, postfix flush)."""
         self.scheduler.revive_all()
         self.force_deferred = True
+        # The clock file timestamps are taken from (the kernel's coarse
+        # one): a file deferred again after this instant has a ctime at or
+        # after it, even within the same clock tick.
+        self.flush_started_ns = time.clock_gettime_ns(CLOCK_REALTIME_COARSE)
+        self.passes.pop(DEFERRED, None)       # a new pass, from the start
         self.deferred_scan_due = 0.0
         self.incoming_wanted = True
         self.kick.set()
@@ -291,20 +308,32 @@ class QueueManager:
             await asyncio.wait(self.tasks, timeout=self.ctx.cfg.get("daemon_timeout"))
 
     def scan(self, queue: str, now: float, force: bool = False) -> bool:
-        """Activate files of `queue` while there is room; True if the scan completed."""
-        for qid, path in qfile.scan(self.queue_dir, queue):
+        """Activate files of `queue` while there is room; True if the pass
+        over the directory completed.  A pass cut short by the active limit
+        is resumed where it stopped by the next call (Postfix's qmgr_scan):
+        starting over made every resumption walk, and stat, the files
+        already passed (quadratic in a large deferred/, one resumption per
+        finished message), and in a flush take them again."""
+        files, held = self.passes.pop(queue, None) or (qfile.scan(self.queue_dir, queue), None)
+        while True:
+            item = held or next(files, None)
+            held = None
+            if item is None:
+                return True
             if len(self.messages) >= self.active_limit:
+                self.passes[queue] = (files, item)
                 return False
+            qid, path = item
             if qid in self.messages:
                 continue
-            if queue == DEFERRED and not force:
+            if queue == DEFERRED:
                 try:
-                    if os.stat(os.path.join(self.queue_dir, path)).st_mtime > now:
-                        continue
+                    st = os.stat(os.path.join(self.queue_dir, path))
                 except FileNotFoundError:
                     continue
+                if st.st_mtime > now and not (force and st.st_ctime_ns < self.flush_started_ns):
+                    continue
             self.activate(qid, queue)
-        return True
 
     def activate(self, qid: str, from_queue: str) -> None:
         """Move one file into active/ and queue its recipients for delivery."""

@@ -210,3 +210,80 @@ async def test_a_wakeup_whose_job_waits_for_a_rate_delay_wakes_run(daemon_contex
         await ch.close()
     finally:
         server.close()
+
+
+async def test_a_flush_takes_each_deferred_message_once_while_the_destination_defers(
+        daemon_context):
+    # postqueue -f during an outage: each deferred message gets one more
+    # attempt.  Regression: a pass cut short by the active limit started
+    # again with the flush still in force and took the messages it had
+    # just deferred again, round and round until the destination came back
+    # (CPU, and a defer log growing by one entry per message per round).
+    import asyncio
+    qm, qdir = _qm(daemon_context, active_limit=2)
+    _agent(qm, "deferred")
+
+    async def append(lane, qid, entry):
+        return True
+    qm.bounce.append = append
+    ids = [_message(qdir) for _ in range(3)]
+    later = time.time() + 3600
+    for qid in ids:
+        qfile.move(qdir, qid, manager.INCOMING, manager.DEFERRED)
+        os.utime(qfile.path_of(qdir, manager.DEFERRED, qid), (later, later))
+    taken = []
+    activate = qm.activate
+
+    def counting(qid, from_queue):
+        if from_queue == manager.DEFERRED:
+            taken.append(qid)
+        activate(qid, from_queue)
+    qm.activate = counting
+    run = asyncio.create_task(qm.run())
+    await asyncio.sleep(0.05)
+    assert taken == []                       # not their time yet
+    qm.flush()
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if not qm.force_deferred and not qm.messages:
+            break
+    await asyncio.sleep(0.1)                 # time to go round again, if it would
+    qm.ctx.stopping.set()
+    qm.kick.set()
+    await asyncio.wait_for(run, 5)
+    assert sorted(taken) == sorted(ids)
+    assert not qm.force_deferred
+    for qid in ids:
+        assert os.path.exists(qfile.path_of(qdir, manager.DEFERRED, qid))
+
+
+async def test_a_deferred_pass_cut_short_resumes_where_it_stopped(daemon_context, monkeypatch):
+    # Each file is looked at once per pass, however often the active limit
+    # cuts the pass short.  Regression: every resumption started over and
+    # stat()ed every file before it again, quadratic in a large deferred/.
+    qm, qdir = _qm(daemon_context, active_limit=1)
+    now = time.time()
+    # Enough of each that some waiting file comes before some due one in
+    # directory order (all due first: 1 chance in 924).
+    due, waiting = [_message(qdir) for _ in range(6)], [_message(qdir) for _ in range(6)]
+    for qid in due + waiting:
+        qfile.move(qdir, qid, manager.INCOMING, manager.DEFERRED)
+        t = now - 10 if qid in due else now + 3600
+        os.utime(qfile.path_of(qdir, manager.DEFERRED, qid), (t, t))
+    looked_at = []
+    stat = os.stat
+
+    def counting_stat(path, *a, **kw):
+        if f"{os.sep}{manager.DEFERRED}{os.sep}" in str(path):
+            looked_at.append(path)
+        return stat(path, *a, **kw)
+    monkeypatch.setattr(os, "stat", counting_stat)
+    taken = []
+    for _ in range(20):
+        complete = qm.scan(manager.DEFERRED, now)
+        taken += list(qm.messages)
+        qm.messages.clear()                  # room again
+        if complete:
+            break
+    assert sorted(taken) == sorted(due)
+    assert len(looked_at) == len(due) + len(waiting)
