@@ -54,12 +54,20 @@ class BounceClient:
         self.lanes = [_Lane() for _ in range(LANES)]
         self.ids = itertools.count(1)
         self.timeout = ctx.cfg.get("ipc_timeout")
+        self.waiting = 0            # calls not answered yet (qmgr's backlog check)
 
     def lane(self, queue_id: str) -> _Lane:
         """The lane of a message: the same for all its requests."""
         return self.lanes[zlib.crc32(queue_id.encode("ascii", "replace")) % LANES]
 
     async def _call(self, request: dict) -> dict | None:
+        self.waiting += 1
+        try:
+            return await self._call_lane(request)
+        finally:
+            self.waiting -= 1
+
+    async def _call_lane(self, request: dict) -> dict | None:
         lane = self.lane(str(request.get("queue_id", "")))
         async with lane.lock:
             for _attempt in (1, 2):

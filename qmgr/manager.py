@@ -17,7 +17,8 @@ DESCRIPTION
         every `queue_run_delay`, after a scan cut short by the active limit
         and at most once a second while messages finish), files are
         renamed into active/ while
-        fewer than `qmgr_message_active_limit` messages are active. The
+        fewer than `qmgr_message_active_limit` messages are active and
+        fewer than BOUNCE_BACKLOG requests wait for the bounce daemon. The
         envelope is read (fulmar.queue.qfile); a corrupt file goes to
         corrupt/ with a warning. qmgr logs
         `QID: from=<sender>, size=N, nrcpt=N (queue active)`.
@@ -106,6 +107,20 @@ CORRUPT = "corrupt"
 # come from this clock (flush()).
 CLOCK_REALTIME_COARSE = 5
 
+# No message is taken into active/ while this many requests to the bounce
+# daemon (defer and bounce log entries, notices) wait for an answer: a
+# destination that is down defers every message at once, and each one then
+# waits in memory for its defer log entry.  Postfix's qmgr writes those
+# entries itself, blocking, so it takes no new mail meanwhile; here the
+# backlog would grow to qmgr_message_active_limit messages (6.6 KB each,
+# tracemalloc; 133 MiB after the bench's flood of 100,000), and the mail
+# waits in incoming/ or deferred/ instead, on disk.
+BOUNCE_BACKLOG = 500
+# A scan takes at most this many files at a time; run() schedules them and
+# lets their first steps run (a dead destination's deferrals then count in
+# the backlog above) before it takes more.
+SCAN_BATCH = 500
+
 # A finished message asks for an incoming/ scan if none ran for this long.
 INCOMING_RESCAN = 1.0
 
@@ -167,6 +182,7 @@ class QueueManager:
         self.force_deferred = False
         self.flush_started_ns = 0             # ctime before which a flush takes a file
         self.passes: dict[str, tuple] = {}    # queue -> (files, held item): scan()
+        self.scan_more = False                # a scan stopped at SCAN_BATCH
         self.tasks: set[asyncio.Task] = set()
         self.pending_ids: list[str] = []      # wakeups to handle
         self.held_log: list | None = None     # see handle()
@@ -219,7 +235,7 @@ class QueueManager:
                         self.incoming_wanted = True
                         self.kick.set()
                     elif (not self.pending_ids and not self.ctx.stopping.is_set()
-                          and len(self.messages) < self.active_limit):
+                          and not self.full()):
                         # The usual case, handled here rather than by waking
                         # run() (two task switches less on a new message's
                         # way to its delivery agent).
@@ -279,21 +295,25 @@ class QueueManager:
             if self.pending_ids:
                 ids, self.pending_ids = self.pending_ids, []
                 for qid in ids:
-                    if len(self.messages) >= self.active_limit:
+                    if self.full():
                         self.incoming_wanted = True
                         break
                     if qid not in self.messages:
                         self.activate(qid, INCOMING)
-            if self.incoming_wanted and len(self.messages) < self.active_limit:
+            if self.incoming_wanted and not self.full():
                 self.incoming_scanned = now
                 self.incoming_wanted = not self.scan(INCOMING, now)
-            if now >= self.deferred_scan_due and len(self.messages) < self.active_limit:
+            if now >= self.deferred_scan_due and not self.full():
                 complete = self.scan(DEFERRED, now, force=self.force_deferred)
                 if complete:
                     self.force_deferred = False
                     self.deferred_scan_due = now + self.run_delay
                     self.incoming_wanted = True
             self.schedule(now)
+            if self.scan_more:
+                self.scan_more = False
+                await asyncio.sleep(0)
+                continue
             timeout = max(0.0, min(self.deferred_scan_due, now + self.run_delay) - time.time())
             if self.scheduler.next_wakeup is not None:
                 timeout = min(timeout, max(0.0, self.scheduler.next_wakeup - time.time()))
@@ -307,20 +327,27 @@ class QueueManager:
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=self.ctx.cfg.get("daemon_timeout"))
 
+    def full(self) -> bool:
+        """No room for another message: qmgr_message_active_limit, or the
+        bounce daemon's backlog (BOUNCE_BACKLOG)."""
+        return (len(self.messages) >= self.active_limit
+                or self.bounce.waiting >= BOUNCE_BACKLOG)
+
     def scan(self, queue: str, now: float, force: bool = False) -> bool:
-        """Activate files of `queue` while there is room; True if the pass
-        over the directory completed.  A pass cut short by the active limit
+        """Activate files of `queue` while there is room, at most
+        SCAN_BATCH; True if the pass over the directory completed.  A pass cut short by the active limit
         is resumed where it stopped by the next call (Postfix's qmgr_scan):
         starting over made every resumption walk, and stat, the files
         already passed (quadratic in a large deferred/, one resumption per
         finished message), and in a flush take them again."""
         files, held = self.passes.pop(queue, None) or (qfile.scan(self.queue_dir, queue), None)
+        taken = 0
         while True:
             item = held or next(files, None)
             held = None
             if item is None:
                 return True
-            if len(self.messages) >= self.active_limit:
+            if self.full():
                 self.passes[queue] = (files, item)
                 return False
             qid, path = item
@@ -334,6 +361,11 @@ class QueueManager:
                 if st.st_mtime > now and not (force and st.st_ctime_ns < self.flush_started_ns):
                     continue
             self.activate(qid, queue)
+            taken += 1
+            if taken >= SCAN_BATCH:
+                self.passes[queue] = (files, None)
+                self.scan_more = True
+                return False
 
     def activate(self, qid: str, from_queue: str) -> None:
         """Move one file into active/ and queue its recipients for delivery."""

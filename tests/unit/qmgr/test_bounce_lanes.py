@@ -60,3 +60,34 @@ async def test_messages_in_parallel_one_message_in_order(daemon_context):
     finally:
         await client.close()
         server.close()
+
+
+async def test_waiting_counts_the_requests_not_answered_yet(daemon_context):
+    # qmgr stops taking new mail while this is high (manager.BOUNCE_BACKLOG).
+    client, path = _client(daemon_context)
+    ids = _ids_in_distinct_lanes(client, 3)
+    answer = asyncio.Event()
+    arrived = []
+
+    async def handler(ch):
+        while True:
+            attrs = await ch.recv_attr()
+            arrived.append(attrs["queue_id"])
+            await answer.wait()
+            await ch.send_attr({"id": attrs["id"], "status": "ok"})
+
+    server = await channel.serve(path, B.PROTOCOL, handler)
+    try:
+        calls = asyncio.gather(*(client.append("defer", qid, {}) for qid in ids),
+                               client.append("defer", ids[0], {}))
+        for _ in range(200):
+            if len(arrived) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert client.waiting == 4          # three on the wire, one behind its lane's lock
+        answer.set()
+        assert all(await calls)
+        assert client.waiting == 0
+    finally:
+        server.close()
+        await client.close()

@@ -287,3 +287,43 @@ async def test_a_deferred_pass_cut_short_resumes_where_it_stopped(daemon_context
             break
     assert sorted(taken) == sorted(due)
     assert len(looked_at) == len(due) + len(waiting)
+
+
+async def test_no_new_message_while_the_bounce_daemon_lags(daemon_context, tmp_path):
+    # A dead destination defers everything at once and each message waits
+    # in memory for its defer log entry: past BOUNCE_BACKLOG outstanding
+    # requests, new mail stays on disk (a wakeup is kept for later, a scan
+    # takes nothing) until the bounce daemon catches up.
+    qm, qdir = _qm(daemon_context)
+    first, second = _message(qdir), _message(qdir)
+    qm.bounce.waiting = manager.BOUNCE_BACKLOG
+    server, ch = await _wake(qm, tmp_path, first, lambda: first in qm.pending_ids)
+    try:
+        assert first in qm.pending_ids and not qm.messages
+        assert qm.scan(manager.INCOMING, time.time()) is False
+        assert not qm.messages
+        assert os.path.exists(qfile.path_of(qdir, manager.INCOMING, first))
+        qm.bounce.waiting = manager.BOUNCE_BACKLOG - 1
+        assert qm.scan(manager.INCOMING, time.time()) is True
+        assert set(qm.messages) == {first, second}
+    finally:
+        await ch.close()
+        server.close()
+
+
+async def test_a_scan_takes_a_batch_at_a_time(daemon_context, monkeypatch):
+    # run() schedules each batch and lets it start before taking more, so
+    # that a dead destination's deferrals show in the bounce backlog.
+    monkeypatch.setattr(manager, "SCAN_BATCH", 2)
+    qm, qdir = _qm(daemon_context)
+    ids = {_message(qdir) for _ in range(5)}
+    sizes = []
+    while True:
+        complete = qm.scan(manager.INCOMING, time.time())
+        sizes.append(len(qm.messages))
+        if complete:
+            break
+        assert qm.scan_more
+        qm.scan_more = False
+    assert sizes == [2, 4, 5]
+    assert set(qm.messages) == ids
