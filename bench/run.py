@@ -73,7 +73,7 @@ FULL = {
     "reps": 3,
     "accept": [(1, 2000, 1024), (20, 5000, 1024), (50, 5000, 1024), (20, 1000, 102400)],
     "e2e": (20, 5000, 1024),
-    "latency": (8, 50),           # alternated rounds, messages per round (LATENCY_ROUNDS)
+    "latency": (8, 50),           # alternated rounds, messages per round (comment above)
     "conns": [100, 1000, 10000],
     "queue": 100000,              # the figure; --queue-size for less
     "sendmail": 500,
