@@ -4,27 +4,14 @@ bench/ is not a package (its scripts run as `bench/run.py`), so the module
 is loaded from its path; nothing here starts a daemon or opens a socket.
 """
 
-import importlib.util
 import json
 import os
-import sys
 
+from bench_modules import load
 from hypothesis import given, strategies as st
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location("fulmar_bench_" + name,
-                                                  os.path.join(ROOT, "bench", name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod          # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-report = _load("report")
-flamegraph = _load("flamegraph")
+report = load("report")
+flamegraph = load("flamegraph")
 
 KEYS = {"workload", "unit", "fulmar", "postfix", "ratio", "min", "max"}
 
@@ -94,7 +81,7 @@ def test_collapsed_stacks_merge_and_rank():
 def test_queue_counts_skip_dot_files(tmp_path):
     # cleanup keeps a spare dot-file in incoming/; a drained queue is one
     # without messages, not one without files.
-    I = _load("instances")
+    I = load("instances")
     inst = I.Instance("fulmar", str(tmp_path), 1, 2)
     for q in I.QUEUES:
         os.makedirs(os.path.join(inst.queue, q, "A"), exist_ok=True)
@@ -106,7 +93,7 @@ def test_queue_counts_skip_dot_files(tmp_path):
 
 
 def test_ab_summary_has_one_row_per_build_in_milliseconds():
-    ab = _load("ab")
+    ab = load("ab")
     samples = {"new": [(0.002, 0.0015)] * 8 + [(0.010, 0.005)] * 2,
                "old": [(0.003, 0.0025)] * 10}
     lines = ab.summary(samples).splitlines()

@@ -6,25 +6,12 @@ own); everything is on 127.0.0.1.
 """
 
 import asyncio
-import importlib.util
-import os
 import socket
-import sys
 import threading
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from bench_modules import load
 
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location("fulmar_bench_" + name,
-                                                  os.path.join(ROOT, "bench", name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-loadgen = _load("loadgen")
+loadgen = load("loadgen")
 
 
 def _free_port() -> int:
@@ -47,28 +34,21 @@ class CachingRelay:
         self.ready = threading.Event()
         self.port = 0
 
-    async def _reply(self, reader, code: bytes) -> None:
-        while True:
-            line = await reader.readline()
-            assert line.startswith(code), line
-            if line[3:4] == b" ":
-                return
-
     async def _relay(self, body: bytes) -> None:
         if self.cached is None:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.sink_port)
             self.sink_connections += 1
-            await self._reply(reader, b"220")
+            await loadgen._expect(reader, b"220")
             writer.write(b"EHLO relay.test\r\n")
-            await self._reply(reader, b"250")
+            await loadgen._expect(reader, b"250")
             self.cached = (reader, writer)
             asyncio.get_running_loop().create_task(self._watch(reader))
         reader, writer = self.cached
         writer.write(b"MAIL FROM:<a@test>\r\nRCPT TO:<b@test>\r\nDATA\r\n")
         for code in (b"250", b"250", b"354"):
-            await self._reply(reader, code)
+            await loadgen._expect(reader, code)
         writer.write(body + b".\r\n")
-        await self._reply(reader, b"250")
+        await loadgen._expect(reader, b"250")
 
     async def _watch(self, reader) -> None:
         # The relay never closes the cached connection itself; only an EOF
