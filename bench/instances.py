@@ -123,6 +123,18 @@ class Proc:
     name: str
 
 
+def compile_tree(venv_bin: str) -> None:
+    """Byte-compile the tree whose venv holds venv_bin, as root: its
+    daemons run as mail_owner, who cannot write __pycache__, so a module
+    edited since the last run as root would be compiled again by every
+    process that starts (a few ms each: whole milliseconds in the
+    latency's tail)."""
+    tree = os.path.dirname(os.path.dirname(venv_bin))
+    subprocess.run([os.path.join(venv_bin, "python"), "-m", "compileall", "-q",
+                    "-x", r"/\.venv/|/\.git/|/tests/", tree],
+                   capture_output=True, timeout=300)
+
+
 def _read(path: str) -> str:
     with open(path, encoding="utf-8", errors="replace") as fh:
         return fh.read()
@@ -253,6 +265,8 @@ class Instance:
                               text=True, timeout=120)
 
     def start(self) -> None:
+        if self.kind == "fulmar":
+            compile_tree(os.path.dirname(self.postfix_cmd[0]))
         res = self._run("start")
         if res.returncode != 0 or not wait_port(self.smtpd_port, START_TIMEOUT):
             raise RuntimeError("%s did not start (rc=%s): %s %s\n%s" % (

@@ -57,6 +57,11 @@ DESCRIPTION
     are not rewritten at all (header_context()).  Unchanged addresses
     leave the header byte-identical.  A table that fails defers the
     message ("4.3.0 Temporary lookup failure"), as for the envelope.
+    When no table applies to a header class, the result depends on the
+    header and the context alone, and the last HEADER_CACHE such results
+    are kept (most mail repeats its From: and To:); tables can change
+    under a running process, so headers they apply to are looked up
+    each time.
 
     local_header_rewrite_clients items: permit_inet_interfaces,
     permit_mynetworks, permit_sasl_authenticated, static:all, and
@@ -76,6 +81,12 @@ from fulmar.tables.addr import find_address, split_address
 CANONICAL_RECURSION_LIMIT = 10
 # Client addresses whose local_header_rewrite_clients answer is kept.
 LOCAL_CLIENT_CACHE = 4096
+# Rewritten address headers kept when no table applies to them (the result
+# then depends on the header alone): most mail repeats its From: and To:.
+# Headers longer than HEADER_CACHE_TEXT are not kept, which bounds the
+# memory to HEADER_CACHE * HEADER_CACHE_TEXT * 2 bytes.
+HEADER_CACHE = 1024
+HEADER_CACHE_TEXT = 512
 
 TEMPFAIL = "tempfail"
 LOOKUP_FAILURE = "4.3.0 Temporary lookup failure"
@@ -128,6 +139,12 @@ class Rewriter:
                        if cls in classes)
             for cls in ("envelope_sender", "envelope_recipient", "header_sender", "header_recipient")}
         self.remote_domain = _param(cfg, "remote_header_rewrite_domain", "")
+        # (sender?, context, header) -> rewritten header, for the header
+        # classes without tables (HeaderRewriter); configuration is fixed
+        # for the process's life, tables are not.
+        self.header_static = {sender: not any(self.canon_for[cls]) for sender, cls in
+                              ((True, "header_sender"), (False, "header_recipient"))}
+        self.header_cache: dict[tuple[bool, str, bytes], bytes] = {}
         self.local_clients = [c for c in _param(cfg, "local_header_rewrite_clients",
                                                 ["permit_inet_interfaces"])]
         self._cfg = cfg
@@ -369,6 +386,13 @@ class HeaderRewriter:
             sender = False
         else:
             return text
+        cache = None
+        if self.rw.header_static[sender] and len(text) <= HEADER_CACHE_TEXT:
+            cache = self.rw.header_cache
+            key = (sender, self.context, text)
+            done = cache.get(key)
+            if done is not None:
+                return done
 
         def mapper(address: str) -> str | None:
             if not address or self.error:
@@ -379,7 +403,12 @@ class HeaderRewriter:
                 return None
             return new
         new = rewrite_header(text, mapper)
-        return text if new is None else new
+        done = text if new is None else new
+        if cache is not None and not self.error:
+            if len(cache) >= HEADER_CACHE:
+                cache.clear()
+            cache[key] = done
+        return done
 
 
 __all__ = ["Rewriter", "HeaderRewriter", "CONTEXT_LOCAL", "CONTEXT_REMOTE"]

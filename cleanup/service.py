@@ -181,10 +181,9 @@ class Submission:
     def _address(self, data: bytes) -> str:
         if len(data) > self.service.address_limit:
             raise ProtocolViolation("address too long")
-        text = _text(data)
-        if any(c in text for c in "\0\r\n"):
+        if b"\0" in data or b"\r" in data or b"\n" in data:
             raise ProtocolViolation("control character in address")
-        return text
+        return _text(data)
 
     def _recipient(self, data: bytes) -> None:
         fields = data.split(b"\0")
@@ -546,14 +545,16 @@ class CleanupService:
         reserved: qfile.QueueWriter | None = None
         try:
             while True:
-                if sub is None:
+                if sub is not None:
+                    frame = await ch.recv(timeout=self.ipc_timeout)
+                else:
                     if self.stopping and served and reserved is None:
                         break
                     self.idle[ch] = reserved is not None
-                try:
-                    frame = await ch.recv(timeout=self.ipc_timeout if sub else self.idle_timeout)
-                finally:
-                    self.idle.pop(ch, None)
+                    try:
+                        frame = await ch.recv(timeout=self.idle_timeout)
+                    finally:
+                        self.idle.pop(ch, None)
                 if frame is None:
                     break
                 if frame.kind == KIND_RECORD:

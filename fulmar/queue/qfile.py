@@ -120,6 +120,7 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 ATTR_CREATE_TIME = "create_time"
+_ATTR_CREATE_TIME_B = ATTR_CREATE_TIME.encode()
 
 # Bits of the size record's flags field.
 FLAG_DELAY_WARNED = 1    # the delay_warning_time notice was sent (Postfix: W record cleared)
@@ -246,6 +247,12 @@ def extracted_offset(content_offset: int, content_size: int) -> int:
 # ---------------------------------------------------------------- writing
 
 _ENVELOPE, _CONTENT, _EXTRACTED, _DONE = range(4)
+# Attribute names already checked -> b"name=" (a process uses a few dozen
+# names; the bound keeps names from a hostile source from growing it).
+ATTR_PREFIX_CACHE = 256
+_attr_prefixes: dict[str, bytes] = {}
+# Every file's first two records: the size record's placeholder and the version.
+_FILE_HEAD = rec.encode(rec.REC_SIZE, rec.encode_size(0, 0, 0, 0)) + rec.encode(rec.REC_VERSION, rec.VERSION)
 _dot_counter = itertools.count()
 
 
@@ -400,10 +407,15 @@ class QueueWriter:
 
     def add_attr(self, name: str, value: str) -> None:
         self._need(_ENVELOPE)
-        raw = name.encode("ascii", "strict") if name.isascii() else b""
-        if _ATTR_NAME_RE.fullmatch(raw) is None:
-            raise ValueError(f"bad attribute name {name!r}")
-        data = raw + b"=" + value.encode(ENCODING, ERRORS)
+        prefix = _attr_prefixes.get(name)
+        if prefix is None:
+            raw = name.encode("ascii", "strict") if name.isascii() else b""
+            if _ATTR_NAME_RE.fullmatch(raw) is None:
+                raise ValueError(f"bad attribute name {name!r}")
+            prefix = raw + b"="
+            if len(_attr_prefixes) < ATTR_PREFIX_CACHE:
+                _attr_prefixes[name] = prefix
+        data = prefix + value.encode(ENCODING, ERRORS)
         if len(data) > rec.MAX_ATTR:
             raise ValueError(f"attribute {name} too long")
         self._attrs[name] = data
@@ -429,8 +441,7 @@ class QueueWriter:
     # -- content
     def _emit(self, rtype: bytes, data=b"") -> None:
         out = self._out
-        out += rec.encode_header(rtype, data)
-        out += data
+        rec.append(out, rtype, data)
         if len(out) >= WRITE_CHUNK:
             _write_all(self._fd, out)
             self._flushed += len(out)
@@ -439,17 +450,17 @@ class QueueWriter:
     def _start_content(self) -> None:
         if self._sender is None:
             raise ValueError("queue file without sender")
-        # Placeholder size record, rewritten by commit().
-        self._out += rec.encode(rec.REC_SIZE, rec.encode_size(0, 0, 0, 0))
-        self._out += rec.encode(rec.REC_VERSION, rec.VERSION)
-        self._out += rec.encode(rec.REC_TIME, b"%d.%06d" % self._arrival)
+        out = self._out
+        out += _FILE_HEAD          # placeholder size record (commit() rewrites it), version
+        append = rec.append
+        append(out, rec.REC_TIME, b"%d.%06d" % self._arrival)
         if ATTR_CREATE_TIME not in self._attrs:
-            self._out += rec.encode(rec.REC_ATTR, b"%s=%d" % (ATTR_CREATE_TIME.encode(), self._created))
+            append(out, rec.REC_ATTR, b"%s=%d" % (_ATTR_CREATE_TIME_B, self._created))
         for data in self._attrs.values():
-            self._out += rec.encode(rec.REC_ATTR, data)
-        self._out += rec.encode(rec.REC_FROM, self._sender)
+            append(out, rec.REC_ATTR, data)
+        append(out, rec.REC_FROM, self._sender)
         for data in self._rcpts:
-            self._out += rec.encode(rec.REC_RCPT, data)
+            append(out, rec.REC_RCPT, data)
         self._rcpts = []
         self._content_offset = self._flushed + len(self._out)
         self._state = _CONTENT

@@ -96,6 +96,48 @@ def test_lookup_failure_is_reported(make_rw):
     assert hrw.failed_address == "a@x.test"
 
 
+def test_headers_without_tables_are_rewritten_once(make_rw, monkeypatch):
+    rw = make_rw()
+    first, _ = run(rw, CONTEXT_LOCAL, b"From: root\r\nTo: x@y.test\r\n\r\n")
+    calls = []
+    real = rw.header_address
+    monkeypatch.setattr(rw, "header_address", lambda *a: calls.append(a) or real(*a))
+    again, _ = run(rw, CONTEXT_LOCAL, b"From: root\r\nTo: x@y.test\r\n\r\n")
+    assert again == first == b"From: root@host.example.com\r\nTo: x@y.test\r\n\r\n"
+    assert calls == []
+    # The context is part of what is kept: a remote client's bare name is
+    # left alone (no remote_header_rewrite_domain).
+    out, _ = run(rw, CONTEXT_REMOTE, b"From: root\r\n\r\n")
+    assert out == b"From: root\r\n\r\n"
+    # A long header is not kept.
+    long = b"To: " + b", ".join(b"u%d@y.test" % i for i in range(100)) + b"\r\n\r\n"
+    run(rw, CONTEXT_LOCAL, long)
+    run(rw, CONTEXT_LOCAL, long)
+    assert len(calls) == 1 + 2 * 100
+
+
+def test_headers_with_tables_are_looked_up_each_time(make_rw, tmp_path):
+    table = tmp_path / "canonical"
+    table.write_text("alice@example.com alice.smith@example.org\n")
+    rw = make_rw(canonical_maps="texthash:%s" % table)
+    out, _ = run(rw, CONTEXT_LOCAL, b"From: alice@example.com\r\n\r\n")
+    assert out == b"From: alice.smith@example.org\r\n\r\n"
+    # Recipient headers have the same table (canonical_classes): not kept either.
+    out, _ = run(rw, CONTEXT_LOCAL, b"To: alice@example.com\r\n\r\n")
+    assert out == b"To: alice.smith@example.org\r\n\r\n"
+    assert rw.header_cache == {}
+
+
+def test_a_failed_lookup_is_not_kept(make_rw):
+    rw = make_rw(sender_canonical_maps="hash:/nonexistent/canonical")
+    # From: has a table that fails; To: has none and is kept.  (Once a
+    # lookup has failed, the message's later headers are left alone.)
+    for _ in range(2):
+        out, hrw = run(rw, CONTEXT_LOCAL, b"To: b@x.test\r\nFrom: a@x.test\r\n\r\n")
+        assert hrw.error == ("tempfail", "4.3.0 Temporary lookup failure")
+    assert [k[2] for k in rw.header_cache] == [b"To: b@x.test\r\n"]
+
+
 def test_header_context(make_rw):
     rw = make_rw()
     assert rw.header_context("pickup") == CONTEXT_LOCAL

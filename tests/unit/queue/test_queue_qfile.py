@@ -232,6 +232,10 @@ def test_create_never_replaces_an_existing_file(queue_dir, monkeypatch):
 
 def test_writer_refuses_bad_input_and_order(queue_dir):
     with QueueWriter.create(queue_dir) as w:
+        w.add_attr("good_name", "x")        # a checked name is remembered...
+        w.add_attr("good_name", "y")
+        with pytest.raises(ValueError):
+            w.add_attr("bad name", "x")     # ...a bad one never is
         with pytest.raises(ValueError):
             w.add_attr("bad name", "x")
         with pytest.raises(ValueError):

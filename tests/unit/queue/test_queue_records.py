@@ -66,6 +66,23 @@ def test_limits():
         rec.decode_header(head)
 
 
+@given(_record_strategy())
+def test_append_is_encode(item):
+    t, data = item
+    out = bytearray(b"before")
+    rec.append(out, t, data)
+    assert out == b"before" + rec.encode(t, data)
+
+
+def test_append_checks_as_encode():
+    for t, data in ((rec.REC_BLOCK, b"x" * (rec.MAX_BLOCK + 1)), (rec.REC_BLOCK, b""),
+                    (rec.REC_END, b"x"), (b"Q", b""), (rec.REC_SIZE, b"1")):
+        out = bytearray(b"kept")
+        with pytest.raises(ValueError):
+            rec.append(out, t, data)
+        assert out == b"kept"
+
+
 def test_size_record():
     data = rec.encode_size(312, 180, 1, 0)
     assert len(data) == rec.SIZE_DATA_LEN == 63
