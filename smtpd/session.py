@@ -977,7 +977,6 @@ class Session(asyncio.Protocol):
         attrs = {
             "client_name": c.name, "client_address": c.addr, "client_port": str(c.port),
             "helo_name": c.helo or "", "protocol": protocol, "rewrite_context": "remote",
-            "arrival_time": time.time(),
         }
         if p.sasl_username is not None:
             attrs["sasl_method"] = p.sasl_method

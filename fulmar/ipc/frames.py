@@ -138,6 +138,8 @@ def check_attrs(obj) -> dict:
     if type(obj) is not dict:
         raise FrameError("attribute frame is not a JSON object")
     scalar = _SCALAR_TYPES
+    if scalar.issuperset(map(type, obj.values())):
+        return obj              # the usual frame, checked without a Python loop
     for name, value in obj.items():
         if type(value) in scalar:
             continue
@@ -262,9 +264,15 @@ class FrameDecoder:
                     buf += data[pos:]
                 return frames
             kind, length = _unpack_header(data, pos)
-            self._check_header(kind, length)
             start = pos + HEADER_SIZE
             end = start + length
+            if kind == _KIND_RECORD_BYTE and 0 < length <= MAX_RECORD_PAYLOAD and end <= size:
+                # A whole record frame (most frames): _frame() inlined.
+                append(Frame(KIND_RECORD, None, bytes(data[start:start + 1]),
+                             bytes(data[start + 1:end])))
+                pos = end
+                continue
+            self._check_header(kind, length)
             if end > size:
                 buf += data[pos:]
                 return frames
