@@ -124,11 +124,12 @@ class HeaderProcessor:
     def _header_line(self, line: bytes, out: list[bytes]) -> bool:
         """Handle one complete header-section line; False at end of headers."""
         first = line[:1]
-        if first in (b" ", b"\t") and self.current:
+        if (first == b" " or first == b"\t") and self.current:
             self._add_to_current(line)
             return True
         if _HEADER_RE.match(line):
-            self._flush_current(out)
+            if self.current:
+                self._flush_current(out)
             self._add_to_current(line)
             return True
         self._end_headers(out)
@@ -137,19 +138,25 @@ class HeaderProcessor:
     def _add_to_current(self, line: bytes) -> None:
         if self.truncated:
             return
-        if self.current_size + len(line) > self.header_size_limit:
+        room = self.header_size_limit - self.current_size
+        if len(line) > room:
             self.truncated = True
-            return
+            if self.current:
+                return          # the lines past the limit are discarded
+            # A first line longer than the limit on its own: its head is
+            # the header (the flush terminates it).
+            line = line[:room]
         self.current.append(line)
         self.current_size += len(line)
 
     def _flush_current(self, out: list[bytes]) -> None:
-        if not self.current:
+        current = self.current
+        if not current:
             return
-        text = b"".join(self.current)
+        text = current[0] if len(current) == 1 else b"".join(current)
         if self.truncated and not text.endswith(b"\n"):
             text += b"\r\n"
-        name = text.split(b":", 1)[0].strip().lower()
+        name = text.partition(b":")[0].strip().lower()
         if self.rewrite is not None:
             text = self.rewrite(name, text)
         if name in TRACKED:

@@ -251,6 +251,12 @@ _ENVELOPE, _CONTENT, _EXTRACTED, _DONE = range(4)
 # names; the bound keeps names from a hostile source from growing it).
 ATTR_PREFIX_CACHE = 256
 _attr_prefixes: dict[str, bytes] = {}
+# (name, value) -> the whole attribute record: a client's name, address,
+# HELO and protocol repeat from message to message (cleanup writes ~9
+# attribute records per message).  Bounded in entries and in size.
+ATTR_RECORD_CACHE = 512
+ATTR_RECORD_CACHE_DATA = 256
+_attr_records: dict[tuple[str, str], bytes] = {}
 # Every file's first two records: the size record's placeholder and the version.
 _FILE_HEAD = rec.encode(rec.REC_SIZE, rec.encode_size(0, 0, 0, 0)) + rec.encode(rec.REC_VERSION, rec.VERSION)
 _dot_counter = itertools.count()
@@ -279,7 +285,7 @@ class QueueWriter:
         self._mode = mode | READY_BIT
         self._arrival = (sec, usec)
         self._created = sec
-        self._attrs: dict[str, bytes] = {}
+        self._attrs: dict[str, bytes] = {}    # name -> its whole A record
         self._sender: bytes | None = None
         self._rcpts: list[bytes] = []
         self._n_rcpt = 0
@@ -407,18 +413,26 @@ class QueueWriter:
 
     def add_attr(self, name: str, value: str) -> None:
         self._need(_ENVELOPE)
-        prefix = _attr_prefixes.get(name)
-        if prefix is None:
-            raw = name.encode("ascii", "strict") if name.isascii() else b""
-            if _ATTR_NAME_RE.fullmatch(raw) is None:
-                raise ValueError(f"bad attribute name {name!r}")
-            prefix = raw + b"="
-            if len(_attr_prefixes) < ATTR_PREFIX_CACHE:
-                _attr_prefixes[name] = prefix
-        data = prefix + value.encode(ENCODING, ERRORS)
-        if len(data) > rec.MAX_ATTR:
-            raise ValueError(f"attribute {name} too long")
-        self._attrs[name] = data
+        key = (name, value)
+        record = _attr_records.get(key)
+        if record is None:
+            prefix = _attr_prefixes.get(name)
+            if prefix is None:
+                raw = name.encode("ascii", "strict") if name.isascii() else b""
+                if _ATTR_NAME_RE.fullmatch(raw) is None:
+                    raise ValueError(f"bad attribute name {name!r}")
+                prefix = raw + b"="
+                if len(_attr_prefixes) < ATTR_PREFIX_CACHE:
+                    _attr_prefixes[name] = prefix
+            data = prefix + value.encode(ENCODING, ERRORS)
+            if len(data) > rec.MAX_ATTR:
+                raise ValueError(f"attribute {name} too long")
+            record = rec.encode(rec.REC_ATTR, data)
+            if len(data) <= ATTR_RECORD_CACHE_DATA:
+                if len(_attr_records) >= ATTR_RECORD_CACHE:
+                    _attr_records.clear()
+                _attr_records[key] = record
+        self._attrs[name] = record
 
     def set_sender(self, addr: str) -> None:
         self._need(_ENVELOPE)
@@ -456,8 +470,8 @@ class QueueWriter:
         append(out, rec.REC_TIME, b"%d.%06d" % self._arrival)
         if ATTR_CREATE_TIME not in self._attrs:
             append(out, rec.REC_ATTR, b"%s=%d" % (_ATTR_CREATE_TIME_B, self._created))
-        for data in self._attrs.values():
-            append(out, rec.REC_ATTR, data)
+        for record in self._attrs.values():
+            out += record
         append(out, rec.REC_FROM, self._sender)
         for data in self._rcpts:
             append(out, rec.REC_RCPT, data)

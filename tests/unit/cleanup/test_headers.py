@@ -49,6 +49,16 @@ def test_over_long_header_is_truncated():
     assert out.endswith(b"\r\n\r\nbody\r\n")
 
 
+def test_a_first_line_over_the_limit_keeps_its_head_and_the_other_headers():
+    # (It used to drop that header and, its truncation flag left set,
+    # every header after it.)
+    big = b"X-Long: " + b"a" * 200 + b"\r\n"
+    hp, out = run([big + b"Subject: hi\r\nFrom: a@b\r\n\r\nbody\r\n"], limit=100)
+    assert out == (big[:100] + b"\r\nSubject: hi\r\nFrom: a@b\r\n"
+                   b"Message-Id: <x@y>\r\n\r\nbody\r\n")
+    assert hp.seen == {b"from": 1}
+
+
 @given(st.lists(st.integers(min_value=0, max_value=len(MSG)), max_size=6))
 def test_any_split_gives_same_output(cuts):
     cuts = sorted(set(cuts))

@@ -230,6 +230,19 @@ def test_create_never_replaces_an_existing_file(queue_dir, monkeypatch):
     assert os.listdir(os.path.join(queue_dir, "incoming")) == [victim_id]
 
 
+def test_repeated_attributes_read_back_per_file(queue_dir):
+    # Attribute records are kept per (name, value) for the next file
+    # (qfile._attr_records); each file still reads back its own values,
+    # and a value too long to be kept is written all the same.
+    long = "x" * (qfile.ATTR_RECORD_CACHE_DATA + 1)
+    values = ["192.0.2.1", "192.0.2.2", "192.0.2.1", long, long]
+    for value in values:
+        _, path = write_message(queue_dir, attrs={"client_address": value, "helo_name": "h"})
+        env = qfile.read_envelope(path)
+        assert (env.attrs["client_address"], env.attrs["helo_name"]) == (value, "h")
+        assert qfile.verify(path)
+
+
 def test_writer_refuses_bad_input_and_order(queue_dir):
     with QueueWriter.create(queue_dir) as w:
         w.add_attr("good_name", "x")        # a checked name is remembered...
