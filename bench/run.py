@@ -69,8 +69,13 @@ HWM_POLL = 0.005               # seconds between VmHWM reads of a timed command
 # Postfix (-s 1 837 -> 445 msg/s), not its serial path
 # (docs/performance.md, "Where it stood (end of session 7)").
 WARMUP = 300                   # -s 1 messages to each instance before anything is timed
+# The throughput workloads run each instance REPS rounds, alternating which
+# goes first: an even count puts each first equally often, and the median
+# of four rounds lets one slow round on either side pass (with three, one
+# dip -- the VM's drift, a drain that just deleted 100 MB -- decided the
+# 100 KB ratio: docs/performance.md, session 10).
 FULL = {
-    "reps": 3,
+    "reps": 4,
     "accept": [(1, 2000, 1024), (20, 5000, 1024), (50, 5000, 1024), (20, 1000, 102400)],
     "e2e": (20, 5000, 1024),
     "latency": (8, 50),           # alternated rounds, messages per round (comment above)
