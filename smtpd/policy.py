@@ -416,6 +416,11 @@ class Policy:
             validator = self._recipient_validator = RecipientValidator(self.s.cfg)
         return validator.check(recipient.address, _shown(recipient))
 
+    @property
+    def data_restricted(self) -> bool:
+        """smtpd_data_restrictions has something to evaluate."""
+        return bool(self.lists["data"])
+
     async def check_data(self, client: Client, sender: A.Path | None, rcpt_count: int) -> Reply | None:
         if not self.lists["data"]:
             return None

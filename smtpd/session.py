@@ -15,9 +15,10 @@ DESCRIPTION
     connection_made, so the greeting is written there (unless a peername
     lookup or a TLS wrapper handshake comes first).  data_received() feeds
     the sans-IO ServerProtocol and writes its replies at once; every event
-    goes through the worker task, in order (except a HELO/EHLO or MAIL
-    FROM with nothing queued before it while the worker is idle: they need
-    no I/O and are handled in the read callback), so the cleanup records
+    goes through the worker task, in order (except a HELO/EHLO, MAIL
+    FROM, or DATA without smtpd_data_restrictions, with nothing queued
+    before it while the worker is idle: they need no I/O and are handled
+    in the read callback), so the cleanup records
     of a message are written in the order the content arrived.  Decisions that
     need I/O (restrictions, cleanup open/commit, ETRN, the error sleep) run
     in that task; the protocol buffers further input meanwhile.  Reading
@@ -345,8 +346,27 @@ class CleanupTransaction:
                 for i in range(0, len(data), RECORD_MAX):
                     await self.ch.send_record(rtype, bytes(view[i:i + RECORD_MAX]), hold=True)
         except Exception:
-            self.failed = R.QUEUE_WRITE_ERROR
-            self._drop()
+            self._channel_failed()
+
+    def start_content(self) -> None:
+        """record(b"M", b"") without a wait, so that DATA's reply needs no
+        I/O (Session._data_now): an empty record is queued, and a channel
+        backed up meanwhile is drained by the content's first write."""
+        if self.failed is not None:
+            return
+        if self._backlog is not None:
+            self._backlog.append((b"M", b""))
+            return
+        if self.ch is None:
+            return
+        try:
+            self.ch.queue_record(b"M", b"", hold=True)
+        except Exception:
+            self._channel_failed()
+
+    def _channel_failed(self) -> None:
+        self.failed = R.QUEUE_WRITE_ERROR
+        self._drop()
 
     async def commit(self) -> Reply:
         await self.settle()
@@ -715,6 +735,15 @@ class Session(asyncio.Protocol):
                         self._internal_error(exc)
                         return
                     continue
+                if kind is P.DataStart and self._idle and not self._queue and self._tls_early is None:
+                    # The same for DATA's 354, when _data_now() can answer.
+                    try:
+                        done = self._data_now()
+                    except Exception as exc:   # a bug, as in the worker
+                        self._internal_error(exc)
+                        return
+                    if done:
+                        continue
                 if isinstance(e, P.DataChunk):
                     self._queued_bytes += len(e.data)
                 self._queue.append(e)
@@ -1007,10 +1036,21 @@ class Session(asyncio.Protocol):
             return reply
         if txn is None:
             return R.QUEUE_WRITE_ERROR
+        return self._begin_content(txn)
+
+    def _data_now(self) -> bool:
+        """DATA answered here, without the worker's wake-up, when it needs
+        no I/O: no smtpd_data_restrictions to evaluate (as MAIL above)."""
+        txn = self.txn
+        if txn is None or self.svc.policy.data_restricted:
+            return False
+        self.proto.respond(self._begin_content(txn))
+        return True
+
+    def _begin_content(self, txn: CleanupTransaction) -> Reply | None:
         # An open still on its way is not waited for (see CleanupTransaction):
         # M and the content join its backlog.
-        if txn.failed is None:
-            await txn.record(b"M", b"")
+        txn.start_content()
         if txn.failed is not None:
             self._log_open_error(txn)
         return txn.failed

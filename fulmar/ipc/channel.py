@@ -302,6 +302,12 @@ class Channel(asyncio.BufferedProtocol):
     async def send_record(self, rtype: bytes, data: bytes, hold: bool = False) -> None:
         """Queue one record frame; data must not be changed afterwards.
         hold: not written before something else is (see DESCRIPTION)."""
+        if self.queue_record(rtype, data, hold):
+            await self._drain()
+
+    def queue_record(self, rtype: bytes, data: bytes, hold: bool = False) -> bool:
+        """send_record() without its wait: True when the transport is backed
+        up (the caller should drain before queueing much more)."""
         self._check_open()
         header = record_header(rtype, len(data))
         if len(data) < _COPY_BELOW:
@@ -311,8 +317,8 @@ class Channel(asyncio.BufferedProtocol):
             self._append(data if type(data) is bytes else bytes(data), hold)
         if self._wlen >= WRITE_BATCH:
             self._write_out()
-            if self._write_paused:
-                await self._drain()
+            return self._write_paused
+        return False
 
     def push(self) -> None:
         """Hand queued frames to the transport now, without waiting (a

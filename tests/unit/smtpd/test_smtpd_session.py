@@ -356,19 +356,58 @@ async def test_mail_from_is_answered_in_the_read_callback(env):
     svc, cleanup, logs = env
     r, w = await greeted(svc)
     (session,) = svc.sessions
+    written = await written_in_read_callback(session, b"MAIL FROM:<a@b.test>\r\n")
+    assert written == [b"250 2.1.0 Ok\r\n"]
+    assert (await reply(r)) == ["250 2.1.0 Ok"]
+    w.write(b"RCPT TO:<u@" + HOST.encode() + b">\r\nQUIT\r\n")
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    w.close()
+
+
+async def written_in_read_callback(session, data):
+    """What data_received(data) writes itself, fed once the worker is idle."""
     for _ in range(250):
         if getattr(session, "_idle", True):
             break
         await asyncio.sleep(0.01)
     written = []
     write = session.transport.write
-    session.transport.write = lambda data: (written.append(bytes(data)), write(data))
-    session.data_received(b"MAIL FROM:<a@b.test>\r\n")
-    assert written == [b"250 2.1.0 Ok\r\n"]
-    assert (await reply(r)) == ["250 2.1.0 Ok"]
-    w.write(b"RCPT TO:<u@" + HOST.encode() + b">\r\nQUIT\r\n")
-    assert (await reply(r)) == ["250 2.1.5 Ok"]
-    assert (await reply(r)) == ["221 2.0.0 Bye"]
+    session.transport.write = lambda out: (written.append(bytes(out)), write(out))
+    session.data_received(data)
+    return written
+
+
+async def data_in_read_callback(svc):
+    """A session past MAIL and RCPT, and what DATA's read callback wrote."""
+    r, w = await greeted(svc)
+    await accepted(r, w)
+    (session,) = svc.sessions
+    return r, w, await written_in_read_callback(session, b"DATA\r\n")
+
+
+async def test_data_is_answered_in_the_read_callback(env):
+    # As MAIL FROM: without smtpd_data_restrictions DATA needs no I/O, and
+    # its 354 is written before data_received() returns; the M record
+    # still reaches cleanup after the envelope and before the content.
+    svc, cleanup, logs = env
+    r, w, written = await data_in_read_callback(svc)
+    assert written == [b"354 End data with <CR><LF>.<CR><LF>\r\n"]
+    assert (await reply(r)) == ["354 End data with <CR><LF>.<CR><LF>"]
+    w.write(b"Subject: t\r\n\r\nhi\r\n.\r\n")
+    assert (await reply(r)) == ["250 2.0.0 Ok: queued as QID1"]
+    [(_, records)] = cleanup.messages
+    assert [t for t, _ in records] == [b"S", b"R", b"M", b"B", b"X", b"E"]
+    w.close()
+
+
+async def test_data_restrictions_are_evaluated_by_the_worker(env):
+    svc, cleanup, logs = env
+    svc.policy.lists["data"] = [("reject", None)]
+    r, w, written = await data_in_read_callback(svc)
+    assert written == []                    # not in the read callback
+    [rejected] = await reply(r)
+    assert rejected.startswith("554 5.7.1 ")
     w.close()
 
 
