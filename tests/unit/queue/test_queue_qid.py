@@ -61,6 +61,19 @@ def test_parse_never_crashes(s):
     assert qid.from_parts(sec, usec, inode).lstrip("0") == s.lstrip("0")
 
 
+_QID_CHARS = st.sampled_from(qid.ALPHABET + "AEIOU_./")
+
+
+@given(st.text(_QID_CHARS, max_size=20) | st.text(max_size=20))
+def test_is_long_is_parse_accepting(s):
+    try:
+        qid.parse(s)
+        parsed = True
+    except ValueError:
+        parsed = False
+    assert qid.is_long(s) == parsed
+
+
 @pytest.mark.parametrize("good", ["4F9D195432C", "ABCDEF", "3Pt2mN2VXxznjll", "3Pt2mz0VXxznjll", "zzzzzz0VXxz1"])
 def test_is_queue_id_accepts(good):
     assert qid.is_queue_id(good)
