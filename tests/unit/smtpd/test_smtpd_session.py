@@ -401,6 +401,21 @@ async def test_data_is_answered_in_the_read_callback(env):
     w.close()
 
 
+async def test_bdat_after_data_start_in_the_read_callback(env):
+    # BDAT's chunk arrives with the command: the transaction's start is
+    # handled in the read callback, the chunk by the worker, in order.
+    svc, cleanup, logs = env
+    r, w = await greeted(svc)
+    await accepted(r, w)
+    chunk = b"Subject: t\r\n\r\nhi\r\n"
+    w.write(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+    assert (await reply(r)) == ["250 2.0.0 Ok: queued as QID1"]
+    [(_, records)] = cleanup.messages
+    assert [t for t, _ in records] == [b"S", b"R", b"M", b"B", b"X", b"E"]
+    assert b"".join(d for t, d in records if t == b"B").endswith(chunk)
+    w.close()
+
+
 async def test_data_restrictions_are_evaluated_by_the_worker(env):
     svc, cleanup, logs = env
     svc.policy.lists["data"] = [("reject", None)]
