@@ -127,8 +127,8 @@ def compile_tree(venv_bin: str) -> None:
     """Byte-compile the tree whose venv holds venv_bin, as root: its
     daemons run as mail_owner, who cannot write __pycache__, so a module
     edited since the last run as root would be compiled again by every
-    process that starts (a few ms each: whole milliseconds in the
-    latency's tail)."""
+    process that starts (a few ms each; the long-lived daemons pay it
+    once, at their start)."""
     tree = os.path.dirname(os.path.dirname(venv_bin))
     subprocess.run([os.path.join(venv_bin, "python"), "-m", "compileall", "-q",
                     "-x", r"/\.venv/|/\.git/|/tests/", tree],

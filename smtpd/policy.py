@@ -422,7 +422,7 @@ class Policy:
         return bool(self.lists["data"])
 
     async def check_data(self, client: Client, sender: A.Path | None, rcpt_count: int) -> Reply | None:
-        if not self.lists["data"]:
+        if not self.data_restricted:
             return None
         ctx = _Ctx(client, sender, None)
         verdict, reply = await self._eval_list(self.lists["data"], ctx)

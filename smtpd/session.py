@@ -325,12 +325,18 @@ class CleanupTransaction:
         return self.queue_id
 
     async def record(self, rtype: bytes, data: bytes) -> None:
+        if not self._absorbed(rtype, data):
+            await self._send(rtype, data)
+
+    def _absorbed(self, rtype: bytes, data: bytes) -> bool:
+        """True when the record is not to be sent now: the transaction has
+        failed, or the open is on its way (the record joins its backlog)."""
         if self.failed is not None:
-            return
+            return True
         if self._backlog is not None:
             self._backlog.append((rtype, data))
-            return
-        await self._send(rtype, data)
+            return True
+        return False
 
     async def _send(self, rtype: bytes, data: bytes) -> None:
         if self.failed is not None or self.ch is None:
@@ -352,12 +358,7 @@ class CleanupTransaction:
         """record(b"M", b"") without a wait, so that DATA's reply needs no
         I/O (Session._data_now): an empty record is queued, and a channel
         backed up meanwhile is drained by the content's first write."""
-        if self.failed is not None:
-            return
-        if self._backlog is not None:
-            self._backlog.append((b"M", b""))
-            return
-        if self.ch is None:
+        if self._absorbed(b"M", b"") or self.ch is None:
             return
         try:
             self.ch.queue_record(b"M", b"", hold=True)

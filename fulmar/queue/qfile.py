@@ -247,10 +247,6 @@ def extracted_offset(content_offset: int, content_size: int) -> int:
 # ---------------------------------------------------------------- writing
 
 _ENVELOPE, _CONTENT, _EXTRACTED, _DONE = range(4)
-# Attribute names already checked -> b"name=" (a process uses a few dozen
-# names; the bound keeps names from a hostile source from growing it).
-ATTR_PREFIX_CACHE = 256
-_attr_prefixes: dict[str, bytes] = {}
 # (name, value) -> the whole attribute record: a client's name, address,
 # HELO and protocol repeat from message to message (cleanup writes ~9
 # attribute records per message).  Bounded in entries and in size.
@@ -416,15 +412,10 @@ class QueueWriter:
         key = (name, value)
         record = _attr_records.get(key)
         if record is None:
-            prefix = _attr_prefixes.get(name)
-            if prefix is None:
-                raw = name.encode("ascii", "strict") if name.isascii() else b""
-                if _ATTR_NAME_RE.fullmatch(raw) is None:
-                    raise ValueError(f"bad attribute name {name!r}")
-                prefix = raw + b"="
-                if len(_attr_prefixes) < ATTR_PREFIX_CACHE:
-                    _attr_prefixes[name] = prefix
-            data = prefix + value.encode(ENCODING, ERRORS)
+            raw = name.encode("ascii", "strict") if name.isascii() else b""
+            if _ATTR_NAME_RE.fullmatch(raw) is None:
+                raise ValueError(f"bad attribute name {name!r}")
+            data = raw + b"=" + value.encode(ENCODING, ERRORS)
             if len(data) > rec.MAX_ATTR:
                 raise ValueError(f"attribute {name} too long")
             record = rec.encode(rec.REC_ATTR, data)

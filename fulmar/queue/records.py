@@ -137,15 +137,22 @@ def _crc(type_ord: int, length: int, data) -> int:
     return zlib.crc32(data, zlib.crc32(length.to_bytes(4, "big"), start))
 
 
+# type -> (minimum length, maximum length, CRC state after the type byte):
+# one lookup per record written (cleanup writes ~15 per message).
+_SPEC = {t: (MIN_DATA.get(t, 0), n, _TYPE_CRC[t[0]]) for t, n in MAX_DATA.items()}
+_pack = HEADER.pack
+_crc32 = zlib.crc32
+
+
 def encode_header(rtype: bytes, data) -> bytes:
     """The 9-byte header for data (bytes-like); ValueError if invalid."""
-    limit = MAX_DATA.get(rtype)
-    if limit is None:
-        raise ValueError(f"unknown record type {rtype!r}")
     n = len(data)
-    if n > limit or n < MIN_DATA.get(rtype, 0):
+    spec = _SPEC.get(rtype)
+    if spec is None:
+        raise ValueError(f"unknown record type {rtype!r}")
+    if n > spec[1] or n < spec[0]:
         raise ValueError(f"record {rtype!r}: bad data length {n}")
-    return HEADER.pack(rtype, n, _crc(rtype[0], n, data))
+    return _pack(rtype, n, _crc32(data, _crc32(n.to_bytes(4, "big"), spec[2])))
 
 
 def encode(rtype: bytes, data: bytes = b"") -> bytes:
@@ -153,22 +160,9 @@ def encode(rtype: bytes, data: bytes = b"") -> bytes:
     return encode_header(rtype, data) + bytes(data)
 
 
-_pack = HEADER.pack
-_crc32 = zlib.crc32
-# type -> (minimum length, maximum length, CRC state after the type byte)
-_SPEC = {t: (MIN_DATA.get(t, 0), n, _TYPE_CRC[t[0]]) for t, n in MAX_DATA.items()}
-
-
 def append(out: bytearray, rtype: bytes, data) -> None:
-    """out += encode(rtype, data), in one call: the checks and the CRC of
-    encode_header() inlined (cleanup writes ~15 records per message)."""
-    n = len(data)
-    spec = _SPEC.get(rtype)
-    if spec is None:
-        raise ValueError(f"unknown record type {rtype!r}")
-    if n > spec[1] or n < spec[0]:
-        raise ValueError(f"record {rtype!r}: bad data length {n}")
-    out += _pack(rtype, n, _crc32(data, _crc32(n.to_bytes(4, "big"), spec[2])))
+    """out += encode(rtype, data), without the intermediate bytes."""
+    out += encode_header(rtype, data)
     out += data
 
 
