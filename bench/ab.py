@@ -11,7 +11,8 @@ after the other.  This runs the working tree ("new"), an older revision
 a time (each waits for its arrival, as `make bench`'s latency workload)
 in bursts of B to each in turn, in a random order per round, so that all
 of them see the same machine.  The first two messages after a switch are
-not counted (a build that was idle for a burst starts cold).
+not counted (a build that was idle for a burst starts cold).  Each
+instance's sink runs in a process of its own (loadgen.SinkProcess).
 
 The old revision is checked out with `git worktree` under the instance
 directory and gets its own .venv (`make install`, a few seconds with the
@@ -64,12 +65,9 @@ def use_commands(inst: I.Instance, sbin: str) -> None:
 
 async def interleave(targets: dict[str, I.Instance], messages: int,
                      burst: int) -> dict[str, list[tuple[float, float]]]:
-    loop = asyncio.get_running_loop()
-    arrivals: dict[str, float] = {}
-    waiters: dict[str, asyncio.Future] = {}
-    servers = [await loop.create_server(lambda: loadgen._Sink(arrivals, waiters), "127.0.0.1",
-                                        inst.sink_port, reuse_address=True)
-               for inst in targets.values()]
+    arrivals = loadgen.Arrivals()
+    sinks = [await loadgen.SinkProcess.start(inst.sink_port, arrivals)
+             for inst in targets.values()]
     out: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
     names = list(targets)
     try:
@@ -78,12 +76,12 @@ async def interleave(targets: dict[str, I.Instance], messages: int,
             for name in names:
                 for i in range(burst + WARMUP):
                     sample = await loadgen.timed_message(targets[name].smtpd_port,
-                                                         "ab-%s-%d-%d" % (name, n, i), waiters, 30)
+                                                         "ab-%s-%d-%d" % (name, n, i), arrivals, 30)
                     if i >= WARMUP:
                         out[name].append(sample)
     finally:
-        for server in servers:
-            server.close()
+        for sink in sinks:
+            await sink.close()
     return out
 
 

@@ -1,36 +1,57 @@
 """bench/loadgen.py: the bench's own asyncio load tools (what smtp-source/smtp-sink lack).
 
 Interface
-    latency_run(smtpd_port, sink_port, count, timeout) -> list[(total, accepted)]
+    latency_run(smtpd_port, sink_port, count, timeout, tag, sink) -> list[(total, accepted)]
         a timestamping sink on sink_port and a client that submits `count`
         messages one at a time to smtpd_port, each waiting for the previous
         one to arrive at the sink; per message, seconds from submission to
         arrival and from submission to the 250 that accepts it.
         Submission starts when the client connects; arrival is the end of
-        DATA at the sink (before its 250).
+        DATA at the sink (before its 250).  sink is where the sink runs:
+        PROCESS (default) in a process of its own, LOOP on the client's
+        event loop (below).
+    Arrivals().expect(key) -> future; .arrived(key, when)
+        the futures a client waits on, one per message key.
+    await SinkProcess.start(port, arrivals) -> sink; sink.close()
+        the sink in a child process (`python3 loadgen.py sink PORT`): it
+        writes "KEY TIME" per arrival to its stdout, read here on the
+        running loop; closing its stdin ends it.
     SessionHolder().open(port, count, timeout) -> held
         opens `count` SMTP sessions (CONNECT_BATCH at a time), reads each
         banner and sends EHLO, then leaves them idle; held is how many got a
         220 banner and a 250 EHLO reply.  .close() closes them all.
 
 The sink speaks just enough SMTP for Postfix's and Fulmar's smtp clients
-(EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT).  Runs on one event loop
-in the bench process, so arrival and submission share a clock.
+(EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT).  Arrival and submission
+are both time.monotonic(), one clock for every process on the machine.
+
+Why the sink has a process of its own: a destination is another machine.
+On the client's event loop, the sink's work for a delivery that comes
+while the client waits for its 250 or QUIT reply (an MTA that delivers
+sooner, over a kept connection, hits that) runs ahead of the client's own
+reads, and the measured end of DATA grew by 125-158 us for Fulmar against
+73-88 us with the sink apart (docs/performance.md, session 12).  `make
+bench` reports both for now ("latency p50" and "latency p50, sink in
+client loop"), so the change shows next to the numbers of earlier
+sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
+from collections.abc import Callable
 
 CONNECT_BATCH = 200        # sessions opened at once (stays under the listen backlog)
+PROCESS, LOOP = "process", "loop"       # where latency_run's sink runs
+SINK_START_TIMEOUT = 10.0  # seconds for the sink process to report that it listens
 
 
 class _Sink(asyncio.Protocol):
-    def __init__(self, arrivals: dict[str, float], waiters: dict[str, asyncio.Future],
-                 live: set | None = None):
-        self.arrivals = arrivals
-        self.waiters = waiters
+    def __init__(self, arrived: Callable[[str, float], None], live: set | None = None):
+        self.arrived = arrived      # called with (X-Bench-Id, time) per message
         self.live = live            # open connections, closed at the end of a run
         self.buf = b""
         self.in_data = False
@@ -82,11 +103,85 @@ class _Sink(asyncio.Protocol):
         marker = message.find(b"X-Bench-Id: ")
         if marker < 0:
             return
-        key = message[marker + 12:message.find(b"\r\n", marker)].decode()
-        self.arrivals[key] = now
+        self.arrived(message[marker + 12:message.find(b"\r\n", marker)].decode(), now)
+
+
+class Arrivals:
+    """The futures that clients wait on, one per message key."""
+
+    def __init__(self):
+        self.waiters: dict[str, asyncio.Future] = {}
+
+    def expect(self, key: str) -> asyncio.Future:
+        fut = self.waiters[key] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def arrived(self, key: str, when: float) -> None:
         fut = self.waiters.pop(key, None)
         if fut is not None and not fut.done():
-            fut.set_result(now)
+            fut.set_result(when)
+
+
+class SinkProcess:
+    """A _Sink in a child process; its arrivals reach `arrivals` here."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.Task):
+        self.proc = proc
+        self.reader = reader
+
+    @classmethod
+    async def start(cls, port: int, arrivals: Arrivals) -> "SinkProcess":
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, os.path.abspath(__file__), "sink", str(port),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            ready = await asyncio.wait_for(proc.stdout.readline(), SINK_START_TIMEOUT)
+        except asyncio.TimeoutError:
+            ready = b""
+        if ready != b"ready\n":
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            raise ConnectionError("sink process on port %d did not start" % port)
+        return cls(proc, asyncio.get_running_loop().create_task(cls._read(proc, arrivals)))
+
+    @staticmethod
+    async def _read(proc: asyncio.subprocess.Process, arrivals: Arrivals) -> None:
+        while line := await proc.stdout.readline():
+            key, when = line.split()
+            arrivals.arrived(key.decode(), float(when))
+
+    async def close(self) -> None:
+        # EOF on its stdin ends the child; it closes the connections an MTA
+        # keeps for reuse, as the LOOP sink does at the end of a run.
+        self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except asyncio.TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        self.reader.cancel()
+
+
+async def _sink_main(port: int) -> None:
+    """The child's side of SinkProcess: serve until stdin reaches EOF."""
+    loop = asyncio.get_running_loop()
+
+    def arrived(key: str, when: float) -> None:
+        os.write(1, b"%s %r\n" % (key.encode(), when))
+
+    server = await loop.create_server(lambda: _Sink(arrived), "127.0.0.1", port,
+                                      reuse_address=True)
+    done = loop.create_future()
+
+    def stdin_readable() -> None:
+        if not os.read(0, 4096) and not done.done():
+            done.set_result(None)
+
+    loop.add_reader(0, stdin_readable)
+    os.write(1, b"ready\n")
+    await done
+    server.close()
 
 
 async def _expect(reader: asyncio.StreamReader, code: bytes) -> bytes:
@@ -126,28 +221,34 @@ async def _submit(port: int, key: str) -> tuple[float, float]:
     return t0, t250
 
 
-async def timed_message(smtpd_port: int, key: str, waiters: dict[str, asyncio.Future],
+async def timed_message(smtpd_port: int, key: str, arrivals: Arrivals,
                         timeout: float) -> tuple[float, float]:
-    """Submit one message and wait for it at a _Sink sharing waiters:
+    """Submit one message and wait for it at a sink reporting to arrivals:
     (submission -> arrival, submission -> the 250 after DATA), seconds."""
-    fut = waiters[key] = asyncio.get_running_loop().create_future()
+    fut = arrivals.expect(key)
     t0, t250 = await _submit(smtpd_port, key)
     arrived = await asyncio.wait_for(fut, timeout)
     return arrived - t0, t250 - t0
 
 
 async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
-                   tag: str) -> list[tuple[float, float]]:
+                   tag: str, sink: str) -> list[tuple[float, float]]:
+    arrivals = Arrivals()
+    if sink == PROCESS:
+        child = await SinkProcess.start(sink_port, arrivals)
+        try:
+            return [await timed_message(smtpd_port, "%s-%d" % (tag, n), arrivals, timeout)
+                    for n in range(count)]
+        finally:
+            await child.close()
     loop = asyncio.get_running_loop()
-    arrivals: dict[str, float] = {}
-    waiters: dict[str, asyncio.Future] = {}
     live: set = set()
-    server = await loop.create_server(lambda: _Sink(arrivals, waiters, live), "127.0.0.1",
+    server = await loop.create_server(lambda: _Sink(arrivals.arrived, live), "127.0.0.1",
                                       sink_port, reuse_address=True)
     out = []
     try:
         for n in range(count):
-            out.append(await timed_message(smtpd_port, "%s-%d" % (tag, n), waiters, timeout))
+            out.append(await timed_message(smtpd_port, "%s-%d" % (tag, n), arrivals, timeout))
     finally:
         server.close()
         # A connection the MTA keeps for reuse (Fulmar's smtp client does,
@@ -160,8 +261,10 @@ async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
 
 
 def latency_run(smtpd_port: int, sink_port: int, count: int, timeout: float = 30.0,
-                tag: str = "lat") -> list[tuple[float, float]]:
-    return asyncio.run(_latency(smtpd_port, sink_port, count, timeout, tag))
+                tag: str = "lat", sink: str = PROCESS) -> list[tuple[float, float]]:
+    if sink not in (PROCESS, LOOP):
+        raise ValueError("sink must be %r or %r" % (PROCESS, LOOP))
+    return asyncio.run(_latency(smtpd_port, sink_port, count, timeout, tag, sink))
 
 
 async def _open_one(port: int, timeout: float):
@@ -207,3 +310,12 @@ class SessionHolder:
         self.loop.run_until_complete(go())
         self.writers.clear()
         self.loop.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "sink":
+        sys.exit("usage: loadgen.py sink PORT")
+    try:
+        asyncio.run(_sink_main(int(sys.argv[2])))
+    except OSError as exc:
+        sys.exit("loadgen.py sink: %s" % exc)

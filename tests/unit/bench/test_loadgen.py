@@ -1,5 +1,6 @@
 """bench/loadgen.py's latency run against a fake relay that keeps its
-connection to the sink for reuse, as Fulmar's smtp client does.
+connection to the sink for reuse, as Fulmar's smtp client does, with the
+sink on the client's loop and in a process of its own.
 
 The relay runs on its own event loop in a thread (latency_run runs its
 own); everything is on 127.0.0.1.
@@ -8,6 +9,8 @@ own); everything is on 127.0.0.1.
 import asyncio
 import socket
 import threading
+
+import pytest
 
 from bench_modules import load
 
@@ -115,12 +118,13 @@ def _ask(relay, fn):
     return asyncio.run_coroutine_threadsafe(fn(), relay.loop).result(5)
 
 
-def test_a_run_closes_the_connection_the_relay_keeps_and_the_next_run_gets_a_fresh_one():
+@pytest.mark.parametrize("sink", [loadgen.PROCESS, loadgen.LOOP])
+def test_a_run_closes_the_connection_the_relay_keeps_and_the_next_run_gets_a_fresh_one(sink):
     sink_port = _free_port()
     relay = CachingRelay(sink_port)
     relay.start()
     try:
-        first = _latency_run(relay.port, sink_port, 3, timeout=5, tag="one")
+        first = _latency_run(relay.port, sink_port, 3, timeout=5, tag="one", sink=sink)
         assert len(first) == 3
         assert all(total > 0 and accepted > 0 for total, accepted in first)
 
@@ -134,8 +138,43 @@ def test_a_run_closes_the_connection_the_relay_keeps_and_the_next_run_gets_a_fre
         # All three messages went over one connection, and the sink ended it
         # when the run was over (the relay would have kept it).
         assert _ask(relay, state) == (1, 1)
-        second = _latency_run(relay.port, sink_port, 2, timeout=5, tag="two")
+        second = _latency_run(relay.port, sink_port, 2, timeout=5, tag="two", sink=sink)
         assert len(second) == 2
         assert _ask(relay, state)[0] == 2
     finally:
         relay.stop()
+
+
+def test_the_process_sink_reports_arrivals_on_the_clients_clock():
+    """The arrival the sink process reports (its own time.monotonic) and
+    the 250 the client saw are counted from the same submission start."""
+    sink_port = _free_port()
+    relay = CachingRelay(sink_port)
+    relay.start()
+    try:
+        samples = _latency_run(relay.port, sink_port, 4, timeout=5, tag="clock",
+                               sink=loadgen.PROCESS)
+    finally:
+        relay.stop()
+    # CachingRelay relays before its 250, so the arrival precedes the 250;
+    # a sink on another clock (time.time, say) would be off by far more.
+    for total, accepted in samples:
+        assert 0 < total <= accepted < 5
+
+
+def test_a_sink_process_that_cannot_listen_is_an_error_not_a_hang():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        async def go():
+            await loadgen.SinkProcess.start(port, loadgen.Arrivals())
+
+        with pytest.raises(ConnectionError):
+            asyncio.run(go())
+
+
+def test_an_unknown_sink_mode_is_refused():
+    with pytest.raises(ValueError):
+        loadgen.latency_run(1, 2, 1, sink="elsewhere")
