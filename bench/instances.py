@@ -8,6 +8,12 @@ Interface
         .processes() -> list[Proc]     master and all its descendants
         .queue_counts() -> dict        messages (not files being written) in incoming/active/deferred/hold/maildrop
         .sent_count() -> int           "status=sent" lines in the maillog
+        .log_size() / .deferrals_since(offset) -> Counter
+                                       the maillog's size now; the reasons of
+                                       the "status=deferred" lines after offset
+        .wait_drained(sent, timeout)   until that many are sent and the queue is
+                                       empty; .longest_stall: the longest time in
+                                       it without a new delivery (s)
         .postqueue / .sendmail         argv prefixes of the instance's commands
     Proc(pid, name, ...)  name is the Postfix program name (smtpd, cleanup, ...)
     memory(pids) -> (rss_kib, pss_kib) summed from /proc/<pid>/smaps_rollup
@@ -28,6 +34,7 @@ RuntimeError with the tail of the maillog.
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import signal
@@ -224,6 +231,7 @@ class Instance:
         self.etc = os.path.join(base, "etc")
         self.queue = os.path.join(base, "q")
         self.logfile = os.path.join(base, "log")
+        self.longest_stall = 0.0
         self.smtpd_port = smtpd_port
         self.sink_port = sink_port
         self.sink: subprocess.Popen | None = None
@@ -365,9 +373,41 @@ class Instance:
 
     def wait_drained(self, expect_sent: int, timeout: float) -> bool:
         """Until the maillog shows expect_sent deliveries in all and the queue is empty."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.sent_count() >= expect_sent and self.queue_total() == 0:
+        start = time.monotonic()
+        deadline = start + timeout
+        last, progress = self.sent_count(), start
+        self.longest_stall = 0.0
+        while True:
+            now = time.monotonic()
+            sent = self.sent_count()
+            if sent != last:
+                last, progress = sent, now
+            self.longest_stall = max(self.longest_stall, now - progress)
+            if sent >= expect_sent and self.queue_total() == 0:
                 return True
+            if now >= deadline:
+                return False
             time.sleep(0.02)
-        return False
+
+    def log_size(self) -> int:
+        try:
+            return os.path.getsize(self.logfile)
+        except OSError:
+            return 0
+
+    def deferrals_since(self, offset: int) -> collections.Counter:
+        """Why messages were deferred after offset in the maillog: the text
+        in parentheses of each "status=deferred" line, queue IDs and ports
+        left as they are (one destination here)."""
+        try:
+            with open(self.logfile, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        except OSError:
+            return collections.Counter()
+        reasons: collections.Counter = collections.Counter()
+        for line in data.decode("utf-8", "replace").splitlines():
+            at = line.find("status=deferred")
+            if at >= 0:
+                reasons[line[at + len("status=deferred"):].strip(" ()")] += 1
+        return reasons

@@ -49,6 +49,7 @@ RESULTS = os.path.join(I.REPO, "bench", "results")
 SENDER, RCPT = "bench@bench.test", "sink@remote.test"
 NOFILE = 65536                 # 10,000 idle sessions + the bench's own sockets
 DRAIN_TIMEOUT = 600.0
+FLUSH_STALL = 10.0             # s without a delivery in a flush worth a note (flush_note)
 CPU_SAMPLE = 0.05              # seconds between /proc/<pid>/stat reads during a CPU run
 HWM_POLL = 0.005               # seconds between VmHWM reads of a timed command
 
@@ -224,6 +225,26 @@ def percentile(samples: list[float], pct: float) -> float:
     s = sorted(samples)
     k = max(0, min(len(s) - 1, int(round(pct / 100.0 * len(s) + 0.5)) - 1))
     return s[k]
+
+
+def flush_note(label: str, deferred, stall: float) -> str:
+    """What went wrong in a flush that still delivered everything: the
+    messages deferred again during it (with the commonest reason) and the
+    longest time without a delivery, when it exceeds FLUSH_STALL; "" for a
+    clean flush.  (One run of Fulmar's took 338 s instead of ~45 and left
+    nothing to tell why: docs/performance.md, session 12.)"""
+    parts = []
+    total = sum(deferred.values())
+    if total:
+        reason, _ = deferred.most_common(1)[0]
+        parts.append("%d deferred again during the flush (%s)" % (total, reason[:120]))
+    if stall > FLUSH_STALL:
+        parts.append("no delivery for %.0f s" % stall)
+    if not parts:
+        return ""
+    note = "%s: %s" % (label, "; ".join(parts))
+    log("flush: " + note)
+    return note
 
 
 class Bench:
@@ -408,11 +429,13 @@ class Bench:
                 self.add("%s: postqueue %s peak RSS" % (prefix, flag), "MiB", inst,
                          kib / 1024.0 if ok else None, note)
             base = inst.sent_count()
+            mark = inst.log_size()
             inst.start_sink()
             t0 = time.monotonic()
             res = subprocess.run(inst.postqueue + ["-f"], env=inst.env, capture_output=True)
             if res.returncode == 0 and inst.wait_drained(base + n, DRAIN_TIMEOUT):
-                self.add("%s: deliver after flush" % prefix, "s", inst, time.monotonic() - t0)
+                self.add("%s: deliver after flush" % prefix, "s", inst, time.monotonic() - t0,
+                         flush_note(inst.label, inst.deferrals_since(mark), inst.longest_stall))
             else:
                 self.add("%s: deliver after flush" % prefix, "s", inst, None,
                          "flush failed or timed out")
