@@ -18,7 +18,9 @@ DESCRIPTION
       destination dead ("delivery temporarily suspended") for
       `minimal_backoff_time`: its queued and new jobs are deferred without
       a connection attempt, so a dead destination costs nothing and never
-      stalls the others;
+      stalls the others; back from dead (that time is up, or `postqueue
+      -f`), the window restarts at the initial concurrency, or at the
+      deliveries still in flight, as Postfix's does;
     * `<transport>_destination_rate_delay` > 0 means one delivery at a time
       with that pause between deliveries, also when the next message comes
       after the destination went idle: an idle destination is forgotten
@@ -69,7 +71,19 @@ class Destination:
     next_start: float = 0.0
 
     def __post_init__(self) -> None:
-        self.window = float(max(1, min(self.limits.initial, self.limits.concurrency)))
+        self.window = self.initial_window()
+
+    def initial_window(self) -> float:
+        return float(max(1, min(self.limits.initial, self.limits.concurrency)))
+
+    def revive(self) -> None:
+        """Back from dead (its time is up, or a flush): "best concurrency
+        is anyone's guess", as Postfix's qmgr_queue_unthrottle() says --
+        the deliveries still in flight, else the initial window.  (A
+        window of 1 made the first site failure after a flush kill the
+        destination again, for minimal_backoff_time.)"""
+        self.dead_until = 0.0
+        self.window = float(self.active) if self.active > 0 else self.initial_window()
 
     def limit(self) -> int:
         if self.limits.rate_delay > 0:
@@ -107,8 +121,7 @@ class Scheduler:
 
     def is_dead(self, dest: Destination, now: float) -> bool:
         if dest.dead_until and now >= dest.dead_until:
-            dest.dead_until = 0.0
-            dest.window = 1.0
+            dest.revive()
         return bool(dest.dead_until)
 
     def runnable(self, now: float):
@@ -160,5 +173,5 @@ class Scheduler:
     def revive_all(self) -> None:
         """`postqueue -f`: forget dead destinations."""
         for dest in self.destinations.values():
-            dest.dead_until = 0.0
-            dest.window = max(dest.window, 1.0)
+            if dest.dead_until:
+                dest.revive()

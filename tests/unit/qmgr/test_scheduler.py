@@ -65,6 +65,55 @@ def test_dead_state_expires_and_flush_revives():
     assert [dead for _, _, dead in s.runnable(1)] == [False]
 
 
+def _killed(s, initial=3):
+    """A destination shrunk to window 1 and marked dead by site failures."""
+    jobs(s, initial + 10)
+    started = list(s.runnable(0))
+    dest = started[0][0]
+    for _ in started:
+        s.done(dest, 0, site_failure=True, reason="down")
+    assert dest.dead_until == 300 and dest.window == 1
+    return dest
+
+
+def test_a_flush_revives_a_dead_destination_at_the_initial_window():
+    # Postfix's qmgr_queue_unthrottle(): back from dead, the initial
+    # concurrency again -- not the window of 1 it died at, where the first
+    # failure after a flush would kill it for another minimal_backoff_time.
+    s = make(initial=3)
+    dest = _killed(s)
+    s.revive_all()
+    assert not dest.dead_until and dest.window == 3
+    assert len([1 for _, _, dead in s.runnable(1) if not dead]) == 3
+    s.done(dest, 1, site_failure=True, reason="down")
+    assert not dest.dead_until and dest.window == 2
+
+
+def test_a_destination_whose_dead_time_is_up_restarts_at_the_initial_window():
+    s = make(initial=3)
+    dest = _killed(s)
+    assert len([1 for _, _, dead in s.runnable(300) if not dead]) == 3
+    assert dest.window == 3
+
+
+def test_revived_with_deliveries_in_flight_the_window_is_those():
+    s = make(initial=3)
+    dest = _killed(s)
+    dest.active = 2                      # still running when it died
+    s.revive_all()
+    assert dest.window == 2
+
+
+def test_a_flush_leaves_live_destinations_alone():
+    s = make(concurrency=6, initial=1)
+    jobs(s, 3)
+    (dest, _, _), = list(s.runnable(0))
+    s.done(dest, 0, site_failure=False)
+    assert dest.window == 2
+    s.revive_all()
+    assert dest.window == 2
+
+
 def test_rate_delay_serializes_and_reports_wakeup():
     s = make(rate=10.0)
     jobs(s, 3)
