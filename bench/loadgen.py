@@ -29,11 +29,11 @@ Why the sink has a process of its own: a destination is another machine.
 On the client's event loop, the sink's work for a delivery that comes
 while the client waits for its 250 or QUIT reply (an MTA that delivers
 sooner, over a kept connection, hits that) runs ahead of the client's own
-reads, and the measured end of DATA grew by 125-158 us for Fulmar against
-73-88 us with the sink apart (docs/performance.md, session 12).  `make
-bench` reports both for now ("latency p50" and "latency p50, sink in
-client loop"), so the change shows next to the numbers of earlier
-sessions.
+reads (a prototype in session 11 measured Fulmar's end of DATA +125-158
+us over Postfix's that way, +73-88 with the sink apart; in `make bench`
+the ratio moved by less than the noise: docs/performance.md, item 46).
+`make bench` reports both for now ("latency p50" and "latency p50, sink
+in client loop"), so the change shows next to earlier sessions' numbers.
 """
 
 from __future__ import annotations
