@@ -116,10 +116,17 @@ CLOCK_REALTIME_COARSE = 5
 # tracemalloc; 133 MiB after the bench's flood of 100,000), and the mail
 # waits in incoming/ or deferred/ instead, on disk.
 BOUNCE_BACKLOG = 500
-# A scan takes at most this many files at a time; run() schedules them and
-# lets their first steps run (a dead destination's deferrals then count in
-# the backlog above) before it takes more.
-SCAN_BATCH = 500
+# A scan takes at most SCAN_BATCH files into active/ at a time, and looks
+# at most SCAN_LOOK of them (a stat each, in deferred/); run() schedules
+# what it took and lets the event loop turn before it goes on: the first
+# steps of those deliveries run (a dead destination's deferrals then count
+# in the backlog above), finished ones are read, and a wakeup from cleanup
+# is not kept waiting.  Larger turns (500 taken, any number looked at)
+# held a flush's deliveries to 4-80 a second while it filled the active
+# set, and a periodic pass over a large deferred/ of messages not yet due
+# held qmgr for as many stat() calls (docs/performance.md, item 49).
+SCAN_BATCH = 100
+SCAN_LOOK = 2000
 
 # A finished message asks for an incoming/ scan if none ran for this long.
 INCOMING_RESCAN = 1.0
@@ -335,13 +342,14 @@ class QueueManager:
 
     def scan(self, queue: str, now: float, force: bool = False) -> bool:
         """Activate files of `queue` while there is room, at most
-        SCAN_BATCH; True if the pass over the directory completed.  A pass cut short by the active limit
+        SCAN_BATCH, looking at most at SCAN_LOOK; True if the pass over the
+        directory completed.  A pass cut short by the active limit
         is resumed where it stopped by the next call (Postfix's qmgr_scan):
         starting over made every resumption walk, and stat, the files
         already passed (quadratic in a large deferred/, one resumption per
         finished message), and in a flush take them again."""
         files, held = self.passes.pop(queue, None) or (qfile.scan(self.queue_dir, queue), None)
-        taken = 0
+        taken = looked = 0
         while True:
             item = held or next(files, None)
             held = None
@@ -349,6 +357,11 @@ class QueueManager:
                 return True
             if self.full():
                 self.passes[queue] = (files, item)
+                return False
+            looked += 1
+            if looked > SCAN_LOOK:
+                self.passes[queue] = (files, item)
+                self.scan_more = True
                 return False
             qid, path = item
             if qid in self.messages:

@@ -257,6 +257,19 @@ async def test_a_flush_takes_each_deferred_message_once_while_the_destination_de
         assert os.path.exists(qfile.path_of(qdir, manager.DEFERRED, qid))
 
 
+def _stats_in_deferred(monkeypatch) -> list:
+    """The paths in deferred/ that os.stat is called with, from now on."""
+    looked_at = []
+    stat = os.stat
+
+    def counting_stat(path, *a, **kw):
+        if f"{os.sep}{manager.DEFERRED}{os.sep}" in str(path):
+            looked_at.append(path)
+        return stat(path, *a, **kw)
+    monkeypatch.setattr(os, "stat", counting_stat)
+    return looked_at
+
+
 async def test_a_deferred_pass_cut_short_resumes_where_it_stopped(daemon_context, monkeypatch):
     # Each file is looked at once per pass, however often the active limit
     # cuts the pass short.  Regression: every resumption started over and
@@ -270,14 +283,7 @@ async def test_a_deferred_pass_cut_short_resumes_where_it_stopped(daemon_context
         qfile.move(qdir, qid, manager.INCOMING, manager.DEFERRED)
         t = now - 10 if qid in due else now + 3600
         os.utime(qfile.path_of(qdir, manager.DEFERRED, qid), (t, t))
-    looked_at = []
-    stat = os.stat
-
-    def counting_stat(path, *a, **kw):
-        if f"{os.sep}{manager.DEFERRED}{os.sep}" in str(path):
-            looked_at.append(path)
-        return stat(path, *a, **kw)
-    monkeypatch.setattr(os, "stat", counting_stat)
+    looked_at = _stats_in_deferred(monkeypatch)
     taken = []
     for _ in range(20):
         complete = qm.scan(manager.DEFERRED, now)
@@ -327,3 +333,29 @@ async def test_a_scan_takes_a_batch_at_a_time(daemon_context, monkeypatch):
         qm.scan_more = False
     assert sizes == [2, 4, 5]
     assert set(qm.messages) == ids
+
+
+async def test_a_scan_looks_at_a_bounded_number_of_files_per_turn(daemon_context, monkeypatch):
+    # A periodic pass over a large deferred/ of messages not yet due takes
+    # nothing, but stat()s every file: it goes on in the next turn of
+    # run() after SCAN_LOOK of them, so that the event loop (cleanup's
+    # wakeups, the agents' results) is not held for the whole directory;
+    # each file is still looked at once per pass.
+    monkeypatch.setattr(manager, "SCAN_LOOK", 3)
+    qm, qdir = _qm(daemon_context)
+    now = time.time()
+    waiting = [_message(qdir) for _ in range(7)]
+    for qid in waiting:
+        qfile.move(qdir, qid, manager.INCOMING, manager.DEFERRED)
+        os.utime(qfile.path_of(qdir, manager.DEFERRED, qid), (now + 3600, now + 3600))
+    looked_at = _stats_in_deferred(monkeypatch)
+    turns = []
+    while True:
+        complete = qm.scan(manager.DEFERRED, now)
+        turns.append(len(looked_at))
+        if complete:
+            break
+        assert qm.scan_more
+        qm.scan_more = False
+    assert turns == [3, 6, 7]
+    assert not qm.messages and len(set(looked_at)) == 7
