@@ -12,10 +12,11 @@ Interface
         event loop (below).
     Arrivals().expect(key) -> future; .arrived(key, when)
         the futures a client waits on, one per message key.
-    await SinkProcess.start(port, arrivals) -> sink; sink.close()
+    await SinkProcess.start(port, arrivals) -> sink; await sink.close()
         the sink in a child process (`python3 loadgen.py sink PORT`): it
         writes "KEY TIME" per arrival to its stdout, read here on the
-        running loop; closing its stdin ends it.
+        running loop; closing its stdin ends it.  LoopSink: the same on
+        the running loop.
     SessionHolder().open(port, count, timeout) -> held
         opens `count` SMTP sessions (CONNECT_BATCH at a time), reads each
         banner and sends EHLO, then leaves them idle; held is how many got a
@@ -231,33 +232,39 @@ async def timed_message(smtpd_port: int, key: str, arrivals: Arrivals,
     return arrived - t0, t250 - t0
 
 
-async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
-                   tag: str, sink: str) -> list[tuple[float, float]]:
-    arrivals = Arrivals()
-    if sink == PROCESS:
-        child = await SinkProcess.start(sink_port, arrivals)
-        try:
-            return [await timed_message(smtpd_port, "%s-%d" % (tag, n), arrivals, timeout)
-                    for n in range(count)]
-        finally:
-            await child.close()
-    loop = asyncio.get_running_loop()
-    live: set = set()
-    server = await loop.create_server(lambda: _Sink(arrivals.arrived, live), "127.0.0.1",
-                                      sink_port, reuse_address=True)
-    out = []
-    try:
-        for n in range(count):
-            out.append(await timed_message(smtpd_port, "%s-%d" % (tag, n), arrivals, timeout))
-    finally:
-        server.close()
+class LoopSink:
+    """A _Sink on the running loop, the client's (LOOP); SinkProcess's interface."""
+
+    def __init__(self, server: asyncio.AbstractServer, live: set):
+        self.server = server
+        self.live = live
+
+    @classmethod
+    async def start(cls, port: int, arrivals: Arrivals) -> "LoopSink":
+        live: set = set()
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _Sink(arrivals.arrived, live), "127.0.0.1", port, reuse_address=True)
+        return cls(server, live)
+
+    async def close(self) -> None:
+        self.server.close()
         # A connection the MTA keeps for reuse (Fulmar's smtp client does,
         # for smtp_connection_cache_time_limit) is closed here rather than
         # waited for: the next run starts at once, on a fresh connection.
-        for transport in list(live):
+        for transport in list(self.live):
             transport.close()
-        await server.wait_closed()
-    return out
+        await self.server.wait_closed()
+
+
+async def _latency(smtpd_port: int, sink_port: int, count: int, timeout: float,
+                   tag: str, sink: str) -> list[tuple[float, float]]:
+    arrivals = Arrivals()
+    opened = await (SinkProcess if sink == PROCESS else LoopSink).start(sink_port, arrivals)
+    try:
+        return [await timed_message(smtpd_port, "%s-%d" % (tag, n), arrivals, timeout)
+                for n in range(count)]
+    finally:
+        await opened.close()
 
 
 def latency_run(smtpd_port: int, sink_port: int, count: int, timeout: float = 30.0,
