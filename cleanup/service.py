@@ -44,6 +44,12 @@ DESCRIPTION
        progress, else in a worker thread so that fsyncs overlap - then qmgr
        gets a wakeup on `public/qmgr` (first: the delivery waits for it,
        and qmgr's work overlaps smtpd's 250) and cleanup answers `ok`.
+       On the event loop the wakeup goes before the fsync, once the file
+       is complete and ready (qmgr's work then overlaps the disk's; the
+       `ok`, and smtpd's 250, still wait for the fsync).  If that fsync
+       fails, the client is told 4xx while the message may already be on
+       its way: a duplicate when the client sends it again, never a loss
+       (docs/deviations.md).
 
     Results: `ok`, `reject` (bad envelope, too many hops: 5xx),
     `toolarge` (552), `diskfull` (452), `tempfail` (451). smtpd maps them to
@@ -133,6 +139,7 @@ class Submission:
         self.message_id: str | None = None
         self.arrival = time.time()
         self.records = 0                     # record frames received
+        self.woken = False                   # qmgr woken before the fsync
         # The client wants a queue ID reserved for its next open.
         self.reserve_next = bool(attrs.get("reserve_next"))
 
@@ -351,6 +358,10 @@ class Submission:
 
     # -- commit --------------------------------------------------------------
 
+    def _wake_before_fsync(self) -> None:
+        # The file is complete and ready (module docstring, 4.).
+        self.woken = self.service.wakeup_now(self.queue_id)
+
     async def commit(self) -> tuple[str, str]:
         if self.state != "extracted":
             raise ProtocolViolation("end record before end of content")
@@ -361,20 +372,26 @@ class Submission:
         # nothing else can wait behind the fsync except a client's next
         # `open` (for at most one fsync), and the thread hand-off costs more
         # than it saves (on the 2-CPU bench machine 0.1 ms to the 250 and
-        # 0.4 ms to the reply after it, docs/performance.md).  Several
-        # messages: worker threads, so that their fsyncs overlap
-        # (executor.submit + wrap_future: no run_in_executor coroutine check).
+        # 0.4 ms to the reply after it, docs/performance.md); qmgr is woken
+        # before the fsync (its work and the delivery overlap the disk's:
+        # item 50 there).  Several messages: worker threads, so that their
+        # fsyncs overlap (executor.submit + wrap_future: no run_in_executor
+        # coroutine check), and the wakeup after each.
         done = None if self.service.active == 1 else self.service.executor.submit(self.writer.commit)
         # Logged before the outcome, as Postfix's cleanup logs it when it
         # sees the header (and, threaded, while the disk works).
         log.info("%s: message-id=%s", self.queue_id, self.message_id or "")
         try:
             if done is None:
-                self.writer.commit()
+                self.writer.commit(self._wake_before_fsync)
             else:
                 await asyncio.wrap_future(done)
         except OSError as exc:
             self._io_error(exc)
+            if self.woken:
+                log.warning("%s: qmgr had the file before the error: it may be "
+                            "delivered although the client is told to try again",
+                            self.queue_id)
             self.writer.abort()
             return self.status, self.reason
         return STATUS_OK, ""
@@ -567,7 +584,7 @@ class CleanupService:
                         served += 1
                         # qmgr first: the message's delivery waits for the
                         # wakeup, and qmgr's work then overlaps smtpd's 250.
-                        if status == STATUS_OK:
+                        if status == STATUS_OK and not done.woken:
                             await self.wakeup_qmgr(done.queue_id)
                         answer = {"id": done.req_id, "status": status,
                                   "reason": reason, "queue_id": done.queue_id}
@@ -658,6 +675,19 @@ class CleanupService:
         self.active += 1
         return sub
 
+    def wakeup_now(self, queue_id: str) -> bool:
+        """wakeup_qmgr() without waiting: False when there is no connection
+        to qmgr (the caller then calls wakeup_qmgr(), which makes one)."""
+        if self.qmgr is None:
+            return False
+        try:
+            # Now, not at the next loop turn: the message's delivery waits
+            # for it (and never for a slow qmgr: the frame is buffered).
+            self.qmgr.send_attr_now({"request": "wakeup", "queue_id": queue_id})
+        except (OSError, ipc.ChannelError):
+            return False
+        return True
+
     async def wakeup_qmgr(self, queue_id: str) -> None:
         """Tell qmgr about a new file; a failure only delays delivery.
 
@@ -669,10 +699,7 @@ class CleanupService:
                 if self.qmgr is None:
                     self.qmgr = await ipc.connect(self.ctx.service_path("qmgr"), protocol="qmgr",
                                                   timeout=self.ipc_timeout)
-                await self.qmgr.send_attr({"request": "wakeup", "queue_id": queue_id})
-                # Now, not at the next loop turn: the message's delivery
-                # waits for it (and never for a slow qmgr: push, not flush).
-                self.qmgr.push()
+                self.qmgr.send_attr_now({"request": "wakeup", "queue_id": queue_id})
                 return
             except (OSError, ipc.ChannelError, asyncio.TimeoutError):
                 if self.qmgr is not None:

@@ -11,6 +11,7 @@ SYNOPSIS
     await ch.send_record(b"R", rec, hold=True) # buffered until something else goes
     await ch.flush()                           # optional: push out now
     ch.push()                                  # the same, never waiting
+    ch.send_attr_now({...})                    # one frame written now, never waiting
     frame = await ch.recv(timeout=t)           # frames.Frame
     attrs = await ch.recv_attr("cleanup.open_reply")   # A frame, checked
                                                # (skip=("bye",): notices passed over)
@@ -319,6 +320,13 @@ class Channel(asyncio.BufferedProtocol):
             self._write_out()
             return self._write_paused
         return False
+
+    def send_attr_now(self, attrs: dict) -> None:
+        """send_attr() and push() in one call that never waits, for code
+        that cannot await (a backed-up transport buffers the frame)."""
+        self._check_open()
+        self._append(encode_attr(attrs), True)
+        self._write_out()
 
     def push(self) -> None:
         """Hand queued frames to the transport now, without waiting (a

@@ -510,11 +510,12 @@ class QueueWriter:
         self._state = _EXTRACTED
 
     # -- commit / abort
-    def commit(self) -> str:
+    def commit(self, ready: Callable[[], None] | None = None) -> str:
         """Make the file complete, ready and durable; returns its path.
 
         Blocking (fsync): run it in a thread from asyncio code. On failure
-        the file is removed and the error re-raised.
+        the file is removed and the error re-raised.  ready, if given, is
+        called once the file is complete and ready, before the fsync.
         """
         self._need(_ENVELOPE, _CONTENT, _EXTRACTED)
         try:
@@ -535,6 +536,8 @@ class QueueWriter:
             # metadata): a file readers take is complete on disk.  Its
             # name has been durable since create().
             os.fchmod(self._fd, self._mode)
+            if ready is not None:
+                ready()
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1

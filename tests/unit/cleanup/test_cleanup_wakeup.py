@@ -1,12 +1,39 @@
-"""cleanup.service: qmgr's wakeup goes out before smtpd's commit reply.
+"""cleanup.service: qmgr's wakeup goes out before smtpd's commit reply,
+and for a message committed on the event loop before its fsync.
 
 The message's delivery waits for the wakeup, and qmgr's first steps then
-overlap smtpd's 250 (docs/performance.md, item 18).
+overlap smtpd's 250 (docs/performance.md, item 18) and the disk's write
+(item 50).
 """
 from __future__ import annotations
 
+import asyncio
+import errno
+import os
+
 from fulmar.ipc import channel
+from fulmar.queue import qfile
 from cleanup import service as S
+
+
+async def _fake_qmgr(ctx, got):
+    """A qmgr socket at ctx's public/qmgr that keeps every wakeup's queue ID."""
+    async def handle(ch):
+        while (frame := await ch.recv(timeout=5)) is not None:
+            got.append(frame.attrs.get("queue_id"))
+    return await channel.serve(ctx.public_path("qmgr"), "qmgr", handle)
+
+
+async def _submit(path):
+    ch = await channel.connect(path, protocol=S.PROTOCOL, timeout=5)
+    qid = (await ch.request({"request": "open", "id": 1, "origin": "smtpd"}, timeout=5))["queue_id"]
+    for rtype, data in ((b"S", b"a@example.org"), (b"R", b"b@example.net\0\0\0" + b"0"),
+                        (b"M", b""), (b"B", b"Subject: t\r\n\r\nhello\r\n"), (b"X", b""),
+                        (b"E", b"")):
+        await ch.send_record(rtype, data)
+    reply = await ch.recv_attr(timeout=5)
+    await ch.close()
+    return qid, reply
 
 
 async def test_wakeup_is_sent_before_the_commit_reply(daemon_context, tmp_path, monkeypatch):
@@ -26,19 +53,101 @@ async def test_wakeup_is_sent_before_the_commit_reply(daemon_context, tmp_path, 
     path = str(tmp_path / "cleanup.sock")
     server = await channel.serve(path, S.PROTOCOL, svc.handle)
     try:
-        ch = await channel.connect(path, protocol=S.PROTOCOL, timeout=5)
-        qid = (await ch.request({"request": "open", "id": 1, "origin": "smtpd"}, timeout=5))["queue_id"]
-        for rtype, data in ((b"S", b"a@example.org"), (b"R", b"b@example.net\0\0\0" + b"0"),
-                            (b"M", b""), (b"B", b"Subject: t\r\n\r\nhello\r\n"), (b"X", b""),
-                            (b"E", b"")):
-            await ch.send_record(rtype, data)
-        assert (await ch.recv_attr(timeout=5))["status"] == "ok"
+        qid, reply = await _submit(path)
+        assert reply["status"] == "ok"
         wakeup = order.index(("wakeup", qid))
         reply = max(i for i, (kind, data) in enumerate(order)
                     if kind == "write" and b'"status":"ok"' in data and b'"reason"' in data)
         assert wakeup < reply
-        await ch.close()
         svc.stop()
     finally:
         server.close()
+        svc.executor.shutdown()
+
+
+async def test_a_serial_commit_wakes_qmgr_before_its_fsync(daemon_context, tmp_path, monkeypatch):
+    """The file is complete and ready when qmgr is told (it may deliver it
+    while the disk works); the reply still waits for the fsync; one wakeup
+    per message."""
+    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
+    svc = S.CleanupService(ctx)
+    woken, order = [], []
+    qmgr = await _fake_qmgr(ctx, woken)
+    write_out = channel.Channel._write_out
+    real_fsync = os.fsync
+
+    def spy_write(self):
+        order.extend(("write", bytes(b)) for b in self._wbuf)
+        write_out(self)
+
+    def spy_fsync(fd):
+        order.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+    monkeypatch.setattr(channel.Channel, "_write_out", spy_write)
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    path = str(tmp_path / "cleanup.sock")
+    server = await channel.serve(path, S.PROTOCOL, svc.handle)
+    try:
+        # The first message connects to qmgr after its commit; the second
+        # finds the connection and wakes qmgr before its fsync.
+        for n in (1, 2):
+            del order[:]
+            qid, reply = await _submit(path)
+            assert reply["status"] == "ok"
+            ino = os.stat(qfile.path_of(qdir, "incoming", qid)).st_ino
+            fsync = order.index(("fsync", ino))
+            wakeup = [i for i, (kind, data) in enumerate(order)
+                      if kind == "write" and b'"wakeup"' in data and qid.encode() in data]
+            answer = [i for i, (kind, data) in enumerate(order)
+                      if kind == "write" and b'"status":"ok"' in data and b'"reason"' in data]
+            assert len(wakeup) == 1 and len(answer) == 1
+            assert (wakeup[0] < fsync) == (n == 2)
+            assert fsync < answer[0]
+        for _ in range(100):
+            if len(woken) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(woken) == 2 and len(set(woken)) == 2
+        svc.stop()
+    finally:
+        server.close()
+        qmgr.close()
+        svc.executor.shutdown()
+
+
+async def test_an_fsync_that_fails_after_the_wakeup_is_a_tempfail(daemon_context, tmp_path,
+                                                                   monkeypatch, capfd):
+    """The client is told 451 (it will send the message again); cleanup
+    warns that qmgr may deliver it anyway, and takes its file back if qmgr
+    has not moved it."""
+    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
+    svc = S.CleanupService(ctx)
+    woken = []
+    qmgr = await _fake_qmgr(ctx, woken)
+    path = str(tmp_path / "cleanup.sock")
+    server = await channel.serve(path, S.PROTOCOL, svc.handle)
+    try:
+        assert (await _submit(path))[1]["status"] == "ok"     # connects to qmgr
+        real_fsync = os.fsync
+
+        def failing_fsync(fd):
+            if os.readlink("/proc/self/fd/%d" % fd).startswith(os.path.join(qdir, "incoming", "")):
+                raise OSError(errno.EIO, "Input/output error")
+            real_fsync(fd)
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        qid, reply = await _submit(path)
+        assert reply["status"] == "tempfail"
+        assert reply["reason"].startswith("4.3.0")
+        err = capfd.readouterr().err
+        assert qid + ": qmgr had the file before the error: it may be delivered" in err
+        assert not os.path.exists(os.path.join(qdir, "incoming", qid))
+        for _ in range(100):
+            if qid in woken:
+                break
+            await asyncio.sleep(0.01)
+        assert qid in woken
+        svc.stop()
+    finally:
+        server.close()
+        qmgr.close()
         svc.executor.shutdown()

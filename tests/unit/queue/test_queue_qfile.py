@@ -109,6 +109,27 @@ def test_file_has_its_name_at_create_and_is_ready_only_after_commit(queue_dir, m
     assert list(qfile.scan(queue_dir, "incoming")) == [(w.queue_id, path)]
 
 
+def test_commit_calls_ready_with_the_file_complete_before_its_fsync(queue_dir, monkeypatch):
+    """What cleanup wakes qmgr on: a reader at that moment finds a ready
+    file it can read whole; the fsync comes after."""
+    events = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
+    w = QueueWriter.create(queue_dir)
+    w.set_sender("a@b")
+    w.add_recipient(Recipient("c@d"))
+    w.write_content(b"Subject: s\r\n\r\nbody\r\n")
+    events.clear()
+
+    def ready():
+        assert [qid for qid, _ in qfile.scan(queue_dir, "incoming")] == [w.queue_id]
+        env = qfile.read_envelope(w.path)
+        events.append(("ready", env.sender, [r.address for r in env.recipients]))
+
+    w.commit(ready)
+    assert events == [("ready", "a@b", ["c@d"]), "fsync"]
+
+
 def test_failed_commit_takes_the_name_back(queue_dir, monkeypatch):
     w = QueueWriter.create(queue_dir)
     w.set_sender("a@b")
