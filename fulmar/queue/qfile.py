@@ -31,8 +31,9 @@ fsync()ed, so the name is durable before any content is written.  Records
 are buffered and written in large chunks; ``commit()`` appends the end
 record, writes the real size record over the placeholder at offset 0,
 sets the owner-execute bit (mode 0700: *ready*, Postfix's
-MAIL_QUEUE_STAT_READY) and fsync()s the file.  Only then may anyone say
-"queued".  Readers skip files in incoming/ that are not ready
+MAIL_QUEUE_STAT_READY) and fsync()s the file (``commit(ready)`` calls
+``ready()`` between the two: the file is complete, and cleanup wakes qmgr
+there).  Only after the fsync may anyone say "queued".  Readers skip files in incoming/ that are not ready
 (``scan``); cleanup is the only writer, and writes only there.  A crash
 leaves a not-ready file (or a dot-file), which every reader ignores and
 postsuper -p removes once it is an hour old, or a ready file that no
@@ -50,7 +51,7 @@ Interface::
     w.write_content(data)          # any size, any number of calls
     w.end_content()                # optional; add_recipient() after it adds
                                    # extracted recipients (after X)
-    w.commit() -> str              # the final path
+    w.commit(ready=None) -> str    # the final path; ready() before the fsync
     w.abort()                      # also done by `with` on error
     read_envelope(path) -> Envelope
     iter_content(path, env) -> Iterator[bytes]
