@@ -135,6 +135,37 @@ def test_4xx_deferred_then_delivered(dns_server, alloc, smtp_sink, fulmar_instan
     assert len(sink.messages) == 1
 
 
+def test_dead_destination_revived_by_postqueue_f(dns_server, alloc, smtp_sink, fulmar_instance):
+    """A next hop that refuses connections is marked dead: the messages
+    behind the first are deferred without a connection.  Once it listens
+    again, `postqueue -f` revives it (at the initial concurrency window,
+    as Postfix) and delivers every message exactly once, long before
+    minimal_backoff_time would have (docs/performance.md, item 47)."""
+    inst, _, port = relay_setup(
+        dns_server, alloc, smtp_sink, fulmar_instance, [],
+        main_cf={"minimal_backoff_time": "300s", "maximal_backoff_time": "600s",
+                 "queue_run_delay": "300s"})
+    count = 12
+    tokens = [f"dead{i}" for i in range(count)]
+    qids = [submit(inst.smtp_addr, "sender@a.test", [f"r{i}@nomx.test"],
+                   make_message(token, "sender@a.test", [f"r{i}@nomx.test"]))
+            for i, token in enumerate(tokens)]
+    wait_until(lambda: len(inst.queue_files("deferred")) == count, TIMEOUT, "all in deferred/")
+    inst.wait_log(r": to=<r\d+@nomx\.test>, .*status=deferred "
+                  r"\(delivery temporarily suspended: ", timeout=TIMEOUT)
+    sink = smtp_sink(host=dns_server.hosts["nomx.test"], port=port)
+    assert not sink.messages
+    r = inst.command("postqueue", "-f")
+    assert r.returncode == 0, r.stderr
+    got = sink.wait_for(count, timeout=TIMEOUT)
+    for qid in qids:
+        inst.wait_log(rf"{qid}: removed$", timeout=TIMEOUT)
+    wait_until(lambda: not inst.queue_files("deferred") and not inst.queue_files("active"),
+               10, "the queue empty")
+    tokens_got = sorted(parse(m.data)["X-Test-Token"] for m in sink.messages)
+    assert len(got) == count and tokens_got == sorted(tokens)
+
+
 def test_5xx_for_one_of_three_recipients(dns_server, alloc, smtp_sink, fulmar_instance):
     # Recipients at example.test (mx1); the sender's domain is nomx.test, whose
     # host gets the DSN.
