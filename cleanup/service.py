@@ -695,19 +695,20 @@ class CleanupService:
         wakeup never loses mail.
         """
         for attempt in (1, 2):
-            try:
-                if self.qmgr is None:
+            if self.qmgr is None:
+                try:
                     self.qmgr = await ipc.connect(self.ctx.service_path("qmgr"), protocol="qmgr",
                                                   timeout=self.ipc_timeout)
-                self.qmgr.send_attr_now({"request": "wakeup", "queue_id": queue_id})
+                except (OSError, ipc.ChannelError, asyncio.TimeoutError):
+                    continue
+            if self.wakeup_now(queue_id):
                 return
-            except (OSError, ipc.ChannelError, asyncio.TimeoutError):
-                if self.qmgr is not None:
-                    try:
-                        await self.qmgr.close()
-                    except Exception:
-                        pass
-                self.qmgr = None
+            # A broken connection (qmgr restarted): a new one, once.
+            try:
+                await self.qmgr.close()
+            except Exception:
+                pass
+            self.qmgr = None
 
 
 def _text(data: bytes) -> str:

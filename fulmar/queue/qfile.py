@@ -33,13 +33,14 @@ record, writes the real size record over the placeholder at offset 0,
 sets the owner-execute bit (mode 0700: *ready*, Postfix's
 MAIL_QUEUE_STAT_READY) and fsync()s the file (``commit(ready)`` calls
 ``ready()`` between the two: the file is complete, and cleanup wakes qmgr
-there).  Only after the fsync may anyone say "queued".  Readers skip files in incoming/ that are not ready
-(``scan``); cleanup is the only writer, and writes only there.  A crash
-leaves a not-ready file (or a dot-file), which every reader ignores and
-postsuper -p removes once it is an hour old, or a ready file that no
-client was told about (delivered anyway: a possible duplicate, never a
-loss).  The directory fsync at create is off the path to the client's
-250: cleanup creates the next message's file ahead of time.
+there).  Only after the fsync may anyone say "queued".  Readers skip
+files in incoming/ that are not ready (``scan``); cleanup is the only
+writer, and writes only there.  A crash leaves a not-ready file (or a
+dot-file), which every reader ignores and postsuper -p removes once it is
+an hour old, or a ready file that no client was told about (delivered
+anyway: a possible duplicate, never a loss).  The directory fsync at
+create is off the path to the client's 250: cleanup creates the next
+message's file ahead of time.
 
 Interface::
 

@@ -24,6 +24,15 @@ async def _fake_qmgr(ctx, got):
     return await channel.serve(ctx.public_path("qmgr"), "qmgr", handle)
 
 
+async def _eventually(predicate, timeout=1.0):
+    """Until predicate() holds (the fake qmgr reads on the same loop)."""
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    assert predicate()
+
+
 async def _submit(path):
     ch = await channel.connect(path, protocol=S.PROTOCOL, timeout=5)
     qid = (await ch.request({"request": "open", "id": 1, "origin": "smtpd"}, timeout=5))["queue_id"]
@@ -103,11 +112,8 @@ async def test_a_serial_commit_wakes_qmgr_before_its_fsync(daemon_context, tmp_p
             assert len(wakeup) == 1 and len(answer) == 1
             assert (wakeup[0] < fsync) == (n == 2)
             assert fsync < answer[0]
-        for _ in range(100):
-            if len(woken) == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert len(woken) == 2 and len(set(woken)) == 2
+        await _eventually(lambda: len(woken) == 2)
+        assert len(set(woken)) == 2
         svc.stop()
     finally:
         server.close()
@@ -141,11 +147,37 @@ async def test_an_fsync_that_fails_after_the_wakeup_is_a_tempfail(daemon_context
         err = capfd.readouterr().err
         assert qid + ": qmgr had the file before the error: it may be delivered" in err
         assert not os.path.exists(os.path.join(qdir, "incoming", qid))
-        for _ in range(100):
-            if qid in woken:
-                break
-            await asyncio.sleep(0.01)
-        assert qid in woken
+        await _eventually(lambda: qid in woken)
+        svc.stop()
+    finally:
+        server.close()
+        qmgr.close()
+        svc.executor.shutdown()
+
+
+async def test_a_wakeup_after_qmgr_went_away_reconnects(daemon_context, tmp_path):
+    """qmgr restarted: the connection cleanup keeps is dead; the next
+    message's wakeup is sent on a new one (after its commit)."""
+    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
+    svc = S.CleanupService(ctx)
+    woken, connections = [], []
+
+    async def one_wakeup_per_connection(ch):
+        connections.append(ch)
+        frame = await ch.recv(timeout=5)
+        if frame is not None:
+            woken.append(frame.attrs.get("queue_id"))
+    qmgr = await channel.serve(ctx.public_path("qmgr"), "qmgr", one_wakeup_per_connection)
+    path = str(tmp_path / "cleanup.sock")
+    server = await channel.serve(path, S.PROTOCOL, svc.handle)
+    try:
+        first, reply = await _submit(path)
+        assert reply["status"] == "ok"
+        await _eventually(lambda: woken == [first] and svc.qmgr.closed)
+        second, reply = await _submit(path)
+        assert reply["status"] == "ok"
+        await _eventually(lambda: woken == [first, second])
+        assert len(connections) == 2
         svc.stop()
     finally:
         server.close()
