@@ -39,6 +39,9 @@ $(STAMP): pyproject.toml Makefile
 	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]' \
 	    --config-settings editable_mode=compat >$(VENV)/pip.log 2>&1 || \
 	    $(VPY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@# pip's command scripts import re only to strip Windows suffixes:
+	@# ~7 ms of every sendmail (docs/performance.md, item 51).
+	$(VPY) -m fulmar.cli.launchers $(VENV)/bin
 	@# The setgid postdrop helper for local submission (docs/local-submission.md);
 	@# without a C compiler or the postdrop group, sendmail still works for root
 	@# and for a one-user development setup.

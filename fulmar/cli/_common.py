@@ -41,6 +41,13 @@ EX_NOPERM = 77
 EX_CONFIG = 78
 
 
+# A daemon's hello as trigger() reads it: fulmar.ipc.frames' attribute
+# frame (kind "A", 4-byte big-endian length, JSON), without importing it.
+HELLO_KIND = ord("A")
+HELLO_HEADER = 5
+HELLO_MAX = 4096
+
+
 class Fatal(SystemExit):
     """Raised by fatal(); carries the exit status."""
 
@@ -174,29 +181,38 @@ def qmgr_request(cfg, attrs: dict) -> bool:
 def trigger(path: str, protocol: str, timeout: float) -> bool:
     """Wake a daemon: connect, read its hello, close. False when nobody listens.
 
-    Blocking socket calls, no asyncio or fulmar.ipc.channel: this is on
-    sendmail's path, one process per message, where their import time
-    dominated. Returns True when the hello names `protocol`; the wakeup
-    carries no data, so the protocol version is not checked.
+    Blocking socket calls, no asyncio, fulmar.ipc.channel or even
+    fulmar.ipc.frames: this is on sendmail's path, one process per
+    message, where their import time dominated (frames pulls in json, re
+    and collections: ~9 ms a call here, docs/performance.md item 51).
+    Returns True when the hello is an attribute frame naming `protocol`;
+    the wakeup carries no data, so the protocol version is not checked.
     """
     import _socket      # socket.py pulls in selectors & co.: 2 ms per sendmail
-    from fulmar.ipc import frames
-
-    decoder = frames.FrameDecoder()
+    # The hello is frames.encode_attr({"protocol": NAME, "version": N}):
+    # compact JSON, so the pair appears with no white space; inside a
+    # JSON string every '"' is escaped, so these bytes can only be the
+    # pair itself (tests/unit/cli: checked against encode_attr's output).
+    want = b'"protocol":"%s"' % protocol.encode("ascii")
     try:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
             sock.connect(path)
-            while True:
-                data = sock.recv(frames.HEADER_SIZE + frames.MAX_ATTR_PAYLOAD)
+            buf = b""
+            need = HELLO_HEADER
+            while len(buf) < need:
+                data = sock.recv(HELLO_MAX)
                 if not data:
                     return False
-                got = decoder.feed(data)
-                if got:
-                    hello = got[0]
-                    return hello.kind == frames.KIND_ATTR and hello.attrs.get("protocol") == protocol
+                buf += data
+                if need == HELLO_HEADER and len(buf) >= HELLO_HEADER:
+                    length = int.from_bytes(buf[1:HELLO_HEADER], "big")
+                    if buf[0] != HELLO_KIND or length > HELLO_MAX:
+                        return False
+                    need = HELLO_HEADER + length
+            return want in buf[HELLO_HEADER:need]
         finally:
             sock.close()
-    except (OSError, frames.FrameError):
+    except OSError:
         return False

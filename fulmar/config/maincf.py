@@ -54,7 +54,6 @@ DIAGNOSTICS
 from __future__ import annotations
 
 import os
-import re
 TYPE_CHECKING = False          # typing costs ~3 ms of start-up; annotations only
 if TYPE_CHECKING:
     from typing import Callable, Iterator
@@ -138,7 +137,19 @@ def logical_lines(lines: list[str], path: str = "main.cf",
         yield LogicalLine(" ".join(texts), first, last, tuple(parts))
 
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_]+")
+# The characters of a parameter name in $name, Postfix's [A-Za-z0-9_].
+# This module scans by hand, without re: every command reads main.cf,
+# and importing re costs sendmail ~7 ms a message (docs/performance.md,
+# item 51); only the rare ${{a} op {b}...} form imports it.
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _name_end(text: str, pos: int) -> int:
+    """The end of the run of name characters that starts at text[pos]."""
+    n = len(text)
+    while pos < n and text[pos] in _NAME_CHARS:
+        pos += 1
+    return pos
 
 
 def split_assignment(text: str, where: str) -> tuple[str, str]:
@@ -180,12 +191,17 @@ def read_main_cf(path: str, warnings: list[str] | None = None) -> list[Assignmen
 # ---------------------------------------------------------------------------
 # Expansion
 
-_REF_RE = re.compile(r"\$(?:\{|\()?([A-Za-z0-9_]+)")
-
-
 def referenced_names(text: str) -> set[str]:
     """Names that `text` references as $name, ${name...} or $(name...)."""
-    return set(_REF_RE.findall(text))
+    names = set()
+    j = text.find("$")
+    while j >= 0:
+        start = j + 2 if text[j + 1:j + 2] in ("{", "(") else j + 1
+        end = _name_end(text, start)
+        if end > start:
+            names.add(text[start:end])
+        j = text.find("$", j + 1)
+    return names
 
 
 def _match_close(text: str, start: int, open_ch: str, close_ch: str) -> int:
@@ -220,7 +236,7 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-_OP_RE = re.compile(r"\s*(==|!=|<=|>=|<|>)(level)?\s*")
+_OP_PATTERN = r"\s*(==|!=|<=|>=|<|>)(level)?\s*"
 
 
 def _level(text: str, value: str) -> tuple[int, ...]:
@@ -289,11 +305,11 @@ def expand_text(text: str, lookup: Callable[[str], str], value: str | None = Non
             out.append(_expand_inner(text[j + 2:close], lookup, whole))
             i = close + 1
         else:
-            m = _NAME_RE.match(text, j + 1)
-            if not m:
+            end = _name_end(text, j + 1)
+            if end == j + 1:
                 raise ConfigError(f"empty macro name: \"{whole}\"")
-            out.append(lookup(m.group()))
-            i = m.end()
+            out.append(lookup(text[j + 1:end]))
+            i = end
     return "".join(out)
 
 
@@ -303,7 +319,8 @@ def _expand_inner(inner: str, lookup: Callable[[str], str], whole: str) -> str:
     if start < len(inner) and inner[start] == "{":
         # ${{text1} OP {text2} ? {value1} : {value2}}
         a, pos = _group(inner, start, whole)
-        m = _OP_RE.match(inner, pos)
+        import re
+        m = re.compile(_OP_PATTERN).match(inner, pos)
         if not m:
             raise ConfigError(f"bad macro syntax: \"{whole}\"")
         b, pos = _group(inner, m.end(), whole)
@@ -311,10 +328,10 @@ def _expand_inner(inner: str, lookup: Callable[[str], str], whole: str) -> str:
         left, right = expand_text(a, lookup, whole), expand_text(b, lookup, whole)
         chosen = yes if _compare(left, m.group(1), bool(m.group(2)), right, whole) else no
         return "" if chosen is None else expand_text(chosen, lookup, whole)
-    m = _NAME_RE.match(inner)
-    if not m:
+    end = _name_end(inner, 0)
+    if end == 0:
         raise ConfigError(f"empty macro name: \"{whole}\"")
-    name, rest = m.group(), inner[m.end():]
+    name, rest = inner[:end], inner[end:]
     if not rest:
         return lookup(name)
     op = rest[0]
@@ -355,8 +372,20 @@ def split_list(text: str) -> list[str]:
     return items
 
 
-_INT_RE = re.compile(r"[+-]?[0-9]+")
-_TIME_RE = re.compile(r"([0-9]+)([A-Za-z]?)")
+def _is_int(text: str) -> bool:
+    """[+-]?[0-9]+"""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    return digits.isascii() and digits.isdigit()
+
+
+def _split_time(text: str) -> tuple[str, str] | None:
+    """([0-9]+)([A-Za-z]?): (digits, unit letter or ""), else None."""
+    unit = text[-1:]
+    if unit.isascii() and unit.isalpha():
+        text = text[:-1]
+    else:
+        unit = ""
+    return (text, unit) if text.isascii() and text.isdigit() else None
 
 
 def _bounds(p: Param, n: int, where: str) -> int:
@@ -382,7 +411,7 @@ def convert(p: Param, value: str, where: str = "") -> object:
         return split_list(value)
     text = value.strip()
     if kind in ("int", "size"):
-        if not _INT_RE.fullmatch(text):
+        if not _is_int(text):
             raise ConfigError(f"{loc}bad numerical configuration: {p.name} = {value}")
         return _bounds(p, int(text), loc)
     if kind == "bool":
@@ -393,11 +422,11 @@ def convert(p: Param, value: str, where: str = "") -> object:
             return False
         raise ConfigError(f"{loc}bad boolean configuration: {p.name} = {value}")
     if kind == "time":
-        m = _TIME_RE.fullmatch(text)
-        unit = (m.group(2) or p.unit).lower() if m else ""
-        if not m or unit not in TIME_UNITS:
+        parts = _split_time(text)
+        unit = (parts[1] or p.unit).lower() if parts else ""
+        if not parts or unit not in TIME_UNITS:
             raise ConfigError(f"{loc}parameter {p.name}: bad time value or unit: {value}")
-        return _bounds(p, int(m.group(1)) * TIME_UNITS[unit], loc)
+        return _bounds(p, int(parts[0]) * TIME_UNITS[unit], loc)
     raise ConfigError(f"{loc}{p.name}: unknown parameter type {kind}")
 
 

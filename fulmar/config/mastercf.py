@@ -37,8 +37,6 @@ DIAGNOSTICS
 
 from __future__ import annotations
 
-import re
-
 from fulmar.config.maincf import ConfigError, logical_lines
 
 SERVICE_TYPES = ("inet", "unix", "unix-dgram", "fifo", "pass")
@@ -152,7 +150,11 @@ def _yes_no(value: str, default: bool, column: str, where: str) -> bool:
     raise ConfigError(f"{where}: bad {column} field: \"{value}\"")
 
 
-_WAKEUP_RE = re.compile(r"[0-9]+\??")
+def _wakeup_ok(text: str) -> bool:
+    """`N` or `N?` (Postfix's wakeup field); by hand, not with re: every
+    command start reads master.cf, and importing re costs ~7 ms."""
+    digits = text[:-1] if text.endswith("?") else text
+    return digits.isascii() and digits.isdigit()
 
 
 def _override(text: str, where: str) -> tuple[str, str]:
@@ -176,7 +178,7 @@ def parse_line(text: str, path: str, lineno: int) -> Service:
         raise ConfigError(f"{where}: bad transport type: {stype}")
     if wakeup == "-":
         wakeup = "0"
-    elif not _WAKEUP_RE.fullmatch(wakeup):
+    elif not _wakeup_ok(wakeup):
         raise ConfigError(f"{where}: bad wakeup time: \"{wakeup}\"")
     if maxproc == "-":
         nproc: int | None = None

@@ -37,7 +37,6 @@ cannot.  ``check`` changes nothing and returns one line per problem.
 from __future__ import annotations
 
 import os
-import re
 import stat
 
 from fulmar.config.params import PARAMS
@@ -87,7 +86,7 @@ HASH_CHARS = "0123456789ABCDEF"   # hex microseconds: the first char of any hash
 
 def _split_names(names) -> frozenset[str]:
     if isinstance(names, str):
-        names = re.split(r"[\s,]+", names)
+        names = names.replace(",", " ").split()
     return frozenset(n.lower() for n in names if n)
 
 

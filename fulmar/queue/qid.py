@@ -29,7 +29,7 @@ Interface::
     is_queue_id(s) -> bool                  # long or short Postfix form
     name_ok(s) -> bool                      # Postfix mail_queue_id_ok(): safe file name
     hash_path(qid, depth) -> str            # "A" or "A/B"...: the hashed sub-directory
-    LONG_RE, SHORT_RE                       # compiled patterns (fullmatch)
+    LONG_PATTERN, SHORT_PATTERN             # the regular expressions (fullmatch)
 
 Short IDs (Postfix's default) are 5 upper-case hex digits of microseconds
 then the inode in hex; Fulmar never makes them but accepts them from users
@@ -39,7 +39,6 @@ rejects anything that could be a path (``/``, ``.``) or an option.
 
 from __future__ import annotations
 
-import re
 import time
 
 ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz"
@@ -66,12 +65,22 @@ _SAFE = "0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z"      # the 52 symbols
 _SAFE51 = "0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y"    # without 'z'
 # Seconds (>= 6) and microseconds (4) are one run of safe characters that may
 # itself contain 'z'; the separator is the last 'z' (Postfix uses strrchr).
-LONG_RE = re.compile(
+LONG_PATTERN = (
     rf"(?P<sec>[{_SAFE}]{{{LG_SEC_PAD},}})(?P<usec>[{_SAFE}]{{{LG_USEC_PAD}}})"
     rf"{LG_INUM_SEP}(?P<inum>[{_SAFE51}]+)"
 )
-SHORT_RE = re.compile(rf"[0-9A-F]{{{SH_USEC_PAD + 1},}}")
-_NAME_RE = re.compile(r"[A-Za-z0-9_]+")
+SHORT_PATTERN = rf"[0-9A-F]{{{SH_USEC_PAD + 1},}}"
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+# Compiled at first use: sendmail imports this module but matches no
+# queue ID, and importing re costs it ~7 ms a message (docs/performance.md,
+# item 51).
+_long_re = _short_re = None
+
+
+def _compile() -> None:
+    global _long_re, _short_re
+    import re
+    _long_re, _short_re = re.compile(LONG_PATTERN), re.compile(SHORT_PATTERN)
 
 
 def _encode(value: int, base: int, pad: int) -> str:
@@ -138,7 +147,9 @@ def parse(qid: str) -> tuple[int, int, int]:
     """
     if len(qid) > MAX_QUEUE_ID_LEN:
         raise ValueError("queue ID too long")
-    m = LONG_RE.fullmatch(qid)
+    if _long_re is None:
+        _compile()
+    m = _long_re.fullmatch(qid)
     if m is None:
         raise ValueError(f"not a long queue ID: {qid!r}")
     usec = _decode(m["usec"], LG_USEC_BASE)
@@ -158,7 +169,9 @@ def is_long(qid: str) -> bool:
     three fields cost ~5 us)."""
     if len(qid) > MAX_QUEUE_ID_LEN:
         return False
-    m = LONG_RE.fullmatch(qid)
+    if _long_re is None:
+        _compile()
+    m = _long_re.fullmatch(qid)
     return m is not None and _decode(m["usec"], LG_USEC_BASE) < USEC_PER_SEC
 
 
@@ -166,7 +179,9 @@ def is_queue_id(s: str) -> bool:
     """True for a long or short Postfix queue ID (user input validation)."""
     if not isinstance(s, str) or len(s) > MAX_QUEUE_ID_LEN:
         return False
-    return SHORT_RE.fullmatch(s) is not None or is_long(s)
+    if _short_re is None:
+        _compile()
+    return _short_re.fullmatch(s) is not None or is_long(s)
 
 
 def name_ok(s: str) -> bool:
@@ -178,7 +193,7 @@ def name_ok(s: str) -> bool:
     return (
         isinstance(s, str)
         and 0 < len(s) <= MAX_NAME_LEN
-        and _NAME_RE.fullmatch(s) is not None
+        and _NAME_CHARS.issuperset(s)
     )
 
 

@@ -1,0 +1,58 @@
+"""fulmar.cli.launchers: pip's command scripts rewritten without `import re`."""
+
+import os
+import subprocess
+import sys
+
+from fulmar.cli import launchers
+
+PIP_SCRIPT = """\
+#!{python}
+# -*- coding: utf-8 -*-
+import re
+import sys
+from {module} import {func}
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit({func}())
+"""
+
+
+def _pip_script(path, module="fulmar.cli.postconf", func="main"):
+    path.write_text(PIP_SCRIPT.format(python=sys.executable, module=module, func=func))
+    path.chmod(0o755)
+
+
+def test_every_fulmar_command_is_known():
+    scripts = launchers.fulmar_scripts()
+    assert scripts["sendmail"] == ("fulmar.cli.sendmail", "entry")
+    assert scripts["postqueue"] == ("fulmar.cli.postqueue", "main")
+
+
+def test_a_pip_script_loses_re_and_keeps_the_rest(tmp_path):
+    script = tmp_path / "postconf"
+    _pip_script(script)
+    assert launchers.main([str(tmp_path)]) == 0
+    text = script.read_text()
+    assert text.startswith("#!%s\n" % sys.executable)
+    assert "\nimport re\n" not in text and "from fulmar.cli.postconf import main" in text
+    assert os.stat(script).st_mode & 0o777 == 0o755
+    # It still runs the command, with its output and exit status.
+    res = subprocess.run([str(script), "-d", "mail_name"], capture_output=True, text=True)
+    assert (res.returncode, res.stdout) == (0, "mail_name = Postfix\n")
+    res = subprocess.run([str(script), "-Z"], capture_output=True, text=True)
+    assert res.returncode != 0 and "postconf" in res.stderr
+    # Again: nothing changes.
+    assert launchers.main([str(tmp_path)]) == 0
+    assert script.read_text() == text
+
+
+def test_a_script_that_is_not_pips_is_left_alone(tmp_path):
+    script = tmp_path / "sendmail"
+    script.write_text("#!/bin/sh\nexec /usr/sbin/sendmail.real \"$@\"\n")
+    assert launchers.main([str(tmp_path)]) == 0
+    assert script.read_text() == "#!/bin/sh\nexec /usr/sbin/sendmail.real \"$@\"\n"
+
+
+def test_usage():
+    assert launchers.main([]) == 1
