@@ -19,10 +19,12 @@ DESCRIPTION
     mail(), scripts): with Fulmar's own modules free of re on that path,
     the wrapper's import was a quarter of a submission's time
     (docs/performance.md, item 51).  This rewrites every such script of
-    the fulmar distribution found in BINDIR to the same lines without re:
-    same interpreter line, same entry point, same exit status.  A script
+    the fulmar distribution found in BINDIR without those two lines (and
+    with a comment saying so): the same interpreter line (or pip's /bin/sh
+    trampoline, for a long path), entry point and exit status.  A script
     that is not pip's (no `from MODULE import FUNC` line for its entry
-    point) is left alone.  Running it again changes nothing.
+    point, or other uses of re) is left alone.  Running it again changes
+    nothing.
 
 EXIT STATUS
     0, also when BINDIR holds none of the scripts; 1 with a one-line
@@ -34,14 +36,7 @@ from __future__ import annotations
 import os
 import sys
 
-TEMPLATE = """\
-{shebang}
-# Written by fulmar.cli.launchers: pip's script without `import re`.
-import sys
-from {module} import {func}
-if __name__ == '__main__':
-    sys.exit({func}())
-"""
+MARK = "# fulmar.cli.launchers: pip's `import re` removed (start-up time).\n"
 
 
 def fulmar_scripts() -> dict[str, tuple[str, str]]:
@@ -55,14 +50,38 @@ def fulmar_scripts() -> dict[str, tuple[str, str]]:
     return out
 
 
+def without_re(text: str, module: str, func: str) -> str | None:
+    """pip's script text without its two lines of re, or None if it is not
+    pip's script for module:func.  Every other line stays, so the
+    interpreter line works as pip wrote it (also its /bin/sh trampoline
+    for a long interpreter path)."""
+    lines = text.splitlines(keepends=True)
+    if f"from {module} import {func}\n" not in lines:
+        return None
+    if MARK in lines:
+        return text
+    out = []
+    dropped = 0
+    for line in lines:
+        if line == "import re\n" or line.lstrip().startswith("sys.argv[0] = re.sub("):
+            dropped += 1
+            continue
+        if line == "import sys\n":
+            out.append(MARK)
+        out.append(line)
+    body = "".join(out[out.index(MARK) + 1:]) if MARK in out else ""
+    if dropped != 2 or not body or "re." in body:
+        return None
+    return "".join(out)
+
+
 def rewrite(path: str, module: str, func: str) -> bool:
     """Rewrite pip's script at path; False if it is not one (left alone)."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    shebang = text.split("\n", 1)[0]
-    if not shebang.startswith("#!") or f"from {module} import {func}\n" not in text:
+    new = without_re(text, module, func)
+    if new is None:
         return False
-    new = TEMPLATE.format(shebang=shebang, module=module, func=func)
     if new != text:
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:

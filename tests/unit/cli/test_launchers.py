@@ -35,7 +35,8 @@ def test_a_pip_script_loses_re_and_keeps_the_rest(tmp_path):
     assert launchers.main([str(tmp_path)]) == 0
     text = script.read_text()
     assert text.startswith("#!%s\n" % sys.executable)
-    assert "\nimport re\n" not in text and "from fulmar.cli.postconf import main" in text
+    assert "\nimport re\n" not in text and "re.sub" not in text
+    assert "from fulmar.cli.postconf import main" in text and launchers.MARK in text
     assert os.stat(script).st_mode & 0o777 == 0o755
     # It still runs the command, with its output and exit status.
     res = subprocess.run([str(script), "-d", "mail_name"], capture_output=True, text=True)
@@ -56,3 +57,41 @@ def test_a_script_that_is_not_pips_is_left_alone(tmp_path):
 
 def test_usage():
     assert launchers.main([]) == 1
+
+
+TRAMPOLINE = """\
+#!/bin/sh
+'''exec' "{python}" "$0" "$@"
+' '''
+# -*- coding: utf-8 -*-
+import re
+import sys
+from fulmar.cli.postconf import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
+
+
+def test_pips_sh_trampoline_for_a_long_path_is_kept(tmp_path):
+    # pip starts a script with a /bin/sh trampoline when the interpreter's
+    # path is too long (or has spaces) for a #! line: it must stay.
+    script = tmp_path / "postconf"
+    script.write_text(TRAMPOLINE.format(python=sys.executable))
+    script.chmod(0o755)
+    assert launchers.main([str(tmp_path)]) == 0
+    text = script.read_text()
+    assert text.startswith("#!/bin/sh\n'''exec' \"%s\"" % sys.executable)
+    assert "\nimport re\n" not in text and "re.sub" not in text
+    res = subprocess.run([str(script), "-d", "mail_name"], capture_output=True, text=True)
+    assert (res.returncode, res.stdout) == (0, "mail_name = Postfix\n")
+
+
+def test_a_script_with_other_uses_of_re_is_left_alone(tmp_path):
+    script = tmp_path / "postconf"
+    text = PIP_SCRIPT.format(python=sys.executable, module="fulmar.cli.postconf",
+                             func="main").replace("sys.exit(main())",
+                                                  "print(re.escape('x'))\n    sys.exit(main())")
+    script.write_text(text)
+    assert launchers.main([str(tmp_path)]) == 0
+    assert script.read_text() == text
