@@ -2,8 +2,10 @@
 truncation and byte flips (always CorruptQueueFile, never a mis-read),
 moves between hashed and unhashed queues, scan."""
 
+import atexit
 import errno
 import os
+import shutil
 import stat
 import tempfile
 
@@ -366,7 +368,10 @@ def test_unknown_version_is_refused(queue_dir, tmp_path):
         qfile.read_envelope(str(victim))
 
 
+# Module-level, not tmp_path: hypothesis runs the test many times per
+# function-scoped fixture.  Removed when the test process ends.
 _FLIP_DIR = tempfile.mkdtemp(prefix="fulmar-flip-")
+atexit.register(shutil.rmtree, _FLIP_DIR, True)
 _FLIP_BASE = None
 
 
