@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fulmar.cli import launchers
 
 PIP_SCRIPT = """\
@@ -95,3 +97,14 @@ def test_a_script_with_other_uses_of_re_is_left_alone(tmp_path):
     script.write_text(text)
     assert launchers.main([str(tmp_path)]) == 0
     assert script.read_text() == text
+
+
+def test_make_install_left_the_venvs_sendmail_without_re():
+    # `make install` runs this module over the venv's scripts (Makefile);
+    # `make test` runs in that venv.
+    script = os.path.join(os.path.dirname(sys.executable), "sendmail")
+    if not os.path.exists(script):
+        pytest.skip("no sendmail script next to this interpreter (not a `make install` venv)")
+    with open(script, encoding="utf-8") as f:
+        text = f.read()
+    assert "\nimport re\n" not in text and "from fulmar.cli.sendmail import entry\n" in text
