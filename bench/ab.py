@@ -92,7 +92,7 @@ def _busy_ticks() -> int:
 
 
 def accept_rounds(targets: dict[str, I.Instance], rounds: int, count: int = 2000,
-                  sessions: int = 1) -> str:
+                  sessions: int = 1, size: int = 1024) -> str:
     """Alternated smtp-source -s SESSIONS runs; one line per build."""
     rates: dict[str, list[float]] = {name: [] for name in targets}
     cpu: dict[str, list[float]] = {name: [] for name in targets}
@@ -109,7 +109,7 @@ def accept_rounds(targets: dict[str, I.Instance], rounds: int, count: int = 2000
             inst = targets[name]
             base = inst.sent_count()
             b0 = _busy_ticks()
-            secs = smtp_source(inst, sessions, count, 1024)
+            secs = smtp_source(inst, sessions, count, size)
             b1 = _busy_ticks()
             rates[name].append(count / secs)
             cpu[name].append((b1 - b0) * tick_ms / count)
@@ -141,15 +141,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="alternate smtp-source -s 1 runs instead (ROUNDS per build)")
     ap.add_argument("--sessions", type=int, default=1,
                     help="with --accept: smtp-source -s SESSIONS (default 1)")
+    ap.add_argument("--size", type=int, default=1024,
+                    help="with --accept: message size, smtp-source -l (default 1024)")
     ap.add_argument("--no-postfix", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the instance directory")
+    ap.add_argument("--dir", default="/tmp",
+                    help="where the instance directory is made (default /tmp): "
+                         "put it on another file system to compare there")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/ab.py: must run as root (the instances switch to mail_owner=postfix)",
               file=sys.stderr)
         return EX_UNAVAILABLE
     ensure_tools()
-    base = tempfile.mkdtemp(prefix="fulmar-ab-", dir="/tmp")
+    base = tempfile.mkdtemp(prefix="fulmar-ab-", dir=args.dir)
     os.chmod(base, 0o755)
     port0 = 21000 + (os.getpid() % 1000) * 10
     targets = {"new": I.Instance("fulmar", os.path.join(base, "new"), port0 + 1, port0 + 2),
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             inst.setup()
             inst.start()
         if args.accept:
-            print(accept_rounds(targets, args.accept, sessions=args.sessions))
+            print(accept_rounds(targets, args.accept, sessions=args.sessions, size=args.size))
         else:
             samples = asyncio.run(interleave(targets, args.messages, args.burst))
             print(summary(samples))

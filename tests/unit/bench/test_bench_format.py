@@ -100,3 +100,37 @@ def test_ab_summary_has_one_row_per_build_in_milliseconds():
     assert lines[0].split()[0] == "build"
     assert lines[1].split() == ["new", "2.000", "10.000", "1.500", "10"]
     assert lines[2].split() == ["old", "3.000", "3.000", "2.500", "10"]
+
+
+def test_ab_accept_rounds_sends_the_asked_size_and_sessions_to_every_build(monkeypatch):
+    ab = load("ab")
+    calls = []
+
+    class Inst:
+        def __init__(self):
+            self.sent = 0
+
+        def start_sink(self):
+            pass
+
+        def sent_count(self):
+            return self.sent
+
+    def fake_source(inst, sessions, count, size):
+        calls.append((inst, sessions, count, size))
+        inst.sent += count
+        return 0.5
+
+    monkeypatch.setattr(ab, "smtp_source", fake_source)
+    monkeypatch.setattr(ab, "drain", lambda inst, n: None)
+    monkeypatch.setattr(ab, "_busy_ticks", lambda: 0)
+    targets = {"new": Inst(), "old": Inst()}
+    out = ab.accept_rounds(targets, 2, count=100, sessions=20, size=102400)
+    timed = [c for c in calls if c[2] == 100]
+    # Two rounds for each build, each with the asked sessions and size;
+    # the warm-ups stay at one session of 1 KB.
+    assert len(timed) == 4
+    assert {(s, l) for _i, s, _n, l in timed} == {(20, 102400)}
+    assert {i for i, *_ in timed} == set(targets.values())
+    assert [(s, n, l) for _i, s, n, l in calls if n != 100] == [(1, 300, 1024)] * 2
+    assert out.splitlines()[1].split()[:2] == ["new", "200"]
