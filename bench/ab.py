@@ -40,6 +40,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fsinfo  # noqa: E402
 import instances as I  # noqa: E402
 import loadgen  # noqa: E402
 from run import drain, percentile, ensure_tools, smtp_source, EX_UNAVAILABLE  # noqa: E402
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_tools()
     base = tempfile.mkdtemp(prefix="fulmar-ab-", dir=args.dir)
     os.chmod(base, 0o755)
+    print("bench/ab.py: queues on %s" % fsinfo.describe(base), flush=True)
     port0 = 21000 + (os.getpid() % 1000) * 10
     targets = {"new": I.Instance("fulmar", os.path.join(base, "new"), port0 + 1, port0 + 2),
                "old": I.Instance("fulmar", os.path.join(base, "old"), port0 + 3, port0 + 4)}

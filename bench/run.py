@@ -40,6 +40,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import fsinfo  # noqa: E402
 import instances as I  # noqa: E402
 import loadgen  # noqa: E402
 import report  # noqa: E402
@@ -532,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     # other work on the machine skews everything: say how busy it was
     log("load average at start: %.1f %.1f %.1f" % os.getloadavg())
+    # and where the queues are: it decides much of the kernel's share
+    log("queues on %s" % fsinfo.describe(base))
     rc = 0
     try:
         for inst in insts:
