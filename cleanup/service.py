@@ -75,6 +75,7 @@ from fulmar.maildate import mail_date
 from fulmar.queue import qfile, records
 from cleanup.headers import HeaderProcessor
 from cleanup.rewrite import HeaderRewriter, Rewriter
+from cleanup.syncer import Syncer
 
 PROTOCOL = "cleanup"
 
@@ -374,18 +375,29 @@ class Submission:
         # than it saves (on the 2-CPU bench machine 0.1 ms to the 250 and
         # 0.4 ms to the reply after it, docs/performance.md); qmgr is woken
         # before the fsync (its work and the delivery overlap the disk's:
-        # item 50 there).  Several messages: worker threads, so that their
-        # fsyncs overlap (executor.submit + wrap_future: no run_in_executor
-        # coroutine check), and the wakeup after each.
-        done = None if self.service.active == 1 else self.service.executor.submit(self.writer.commit)
+        # item 50 there).  Several messages: the file is written and made
+        # ready here, and only its fsync goes to a worker thread, so that
+        # the fsyncs overlap (cleanup/syncer.py says why nothing else goes
+        # there); qmgr is woken after it.
+        threaded = self.service.active != 1
         # Logged before the outcome, as Postfix's cleanup logs it when it
         # sees the header (and, threaded, while the disk works).
-        log.info("%s: message-id=%s", self.queue_id, self.message_id or "")
+        if not threaded:
+            log.info("%s: message-id=%s", self.queue_id, self.message_id or "")
         try:
-            if done is None:
+            if not threaded:
                 self.writer.commit(self._wake_before_fsync)
             else:
-                await asyncio.wrap_future(done)
+                try:
+                    synced = self.service.syncer.fsync(self.writer.seal())
+                finally:
+                    log.info("%s: message-id=%s", self.queue_id, self.message_id or "")
+                try:
+                    await synced
+                except BaseException:
+                    self.writer.abort()     # not durable: take the name back
+                    raise
+                self.writer.finish()
         except OSError as exc:
             self._io_error(exc)
             if self.woken:
@@ -494,8 +506,9 @@ class CleanupService:
         self.ipc_timeout = cfg.get("ipc_timeout")
         self.qmgr: ipc.Channel | None = None
         self.active = 0
-        # Commits (fsync) run here, off the event loop.
-        self.executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="commit")
+        # Commits' fsyncs run there, off the event loop, while several
+        # messages are in progress.
+        self.syncer = Syncer()
         # Connections waiting for their next message.  On a graceful stop
         # (reload) they are closed, so that clients reconnect to the new
         # generation instead of opening messages here until we are killed;
@@ -738,4 +751,4 @@ async def serve(ctx) -> None:
     deadline = time.monotonic() + 10
     while (service.active or service.byes) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    service.executor.shutdown(wait=False)
+    service.syncer.close()

@@ -248,7 +248,7 @@ def extracted_offset(content_offset: int, content_size: int) -> int:
 
 # ---------------------------------------------------------------- writing
 
-_ENVELOPE, _CONTENT, _EXTRACTED, _DONE = range(4)
+_ENVELOPE, _CONTENT, _EXTRACTED, _SEALED, _DONE = range(5)
 # (name, value) -> the whole attribute record: a client's name, address,
 # HELO and protocol repeat from message to message (cleanup writes ~9
 # attribute records per message).  Bounded in entries and in size.
@@ -292,6 +292,7 @@ class QueueWriter:
         self._pending = bytearray()     # the not yet full content block
         self._flushed = 0               # bytes already written to the file
         self._content_offset = 0
+        self._file_size = 0             # set by seal()
 
     @classmethod
     def create(cls, queue_dir: str, queue_name: str = layout.QUEUE_INCOMING,
@@ -518,7 +519,25 @@ class QueueWriter:
         Blocking (fsync): run it in a thread from asyncio code. On failure
         the file is removed and the error re-raised.  ready, if given, is
         called once the file is complete and ready, before the fsync.
+        commit() is seal(), fsync(fd), finish(); a caller that wants
+        only the fsync in another thread calls those itself.
         """
+        fd = self.seal(ready)
+        try:
+            os.fsync(fd)
+        except BaseException:
+            # Not durable: take the name back, so that nobody delivers a
+            # message whose sender is told it failed.
+            self.abort()
+            raise
+        return self.finish()
+
+    def seal(self, ready: Callable[[], None] | None = None) -> int:
+        """commit() up to its fsync: the file complete (end record, real
+        size record) and ready (mode 0700), ready() called; returns the
+        descriptor the caller must fsync() before finish().  Not durable
+        yet: nobody may say "queued" before that fsync.  On failure the
+        file is removed and the error re-raised."""
         self._need(_ENVELOPE, _CONTENT, _EXTRACTED)
         try:
             self.end_content()
@@ -532,7 +551,7 @@ class QueueWriter:
             else:
                 _write_all(self._fd, self._out)
                 os.pwrite(self._fd, size, 0)
-            file_size = self._flushed + len(self._out)
+            self._file_size = self._flushed + len(self._out)
             self._out = bytearray()
             # The ready bit last, and fsync (not fdatasync: the mode is
             # metadata): a file readers take is complete on disk.  Its
@@ -540,18 +559,27 @@ class QueueWriter:
             os.fchmod(self._fd, self._mode)
             if ready is not None:
                 ready()
-            os.fsync(self._fd)
+        except BaseException:
+            self.abort()
+            raise
+        self._state = _SEALED
+        return self._fd
+
+    def finish(self) -> str:
+        """After the caller's fsync of seal()'s descriptor: close; the
+        file's path.  The file is queued."""
+        if self._state != _SEALED:
+            raise ValueError("queue file finish() before seal()")
+        try:
             os.close(self._fd)
             self._fd = -1
             os.close(self._dir_fd)
             self._dir_fd = -1
         except BaseException:
-            # Not durable: take the name back, so that nobody delivers a
-            # message whose sender is told it failed.
             self.abort()
             raise
         self._state = _DONE
-        _audit("commit", self.path, f"size={file_size}")
+        _audit("commit", self.path, f"size={self._file_size}")
         return self.path
 
     def abort(self) -> None:

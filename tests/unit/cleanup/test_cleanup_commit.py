@@ -2,9 +2,10 @@
 
 The only message in a cleanup process is committed on the event loop: a
 thread hand-off cost more than it saved on the serial path (0.1 ms to the
-250, docs/performance.md).  With several messages in progress the commit
-goes to the worker threads, so that their fsyncs overlap and none waits
-behind another.
+250, docs/performance.md).  With several messages in progress the file is
+written on the loop and only its fsync goes to a worker thread
+(cleanup/syncer.py), so that the fsyncs overlap and none waits behind
+another.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ async def _commit(ch):
 async def test_only_message_is_committed_without_a_thread(daemon_context, tmp_path, monkeypatch):
     svc, qdir = _service(daemon_context)
     submitted = []
-    monkeypatch.setattr(svc.executor, "submit", lambda fn: submitted.append(fn))
+    monkeypatch.setattr(svc.syncer, "fsync", lambda fd: submitted.append(fd))
     path = str(tmp_path / "cleanup.sock")
     server = await channel.serve(path, S.PROTOCOL, svc.handle)
     try:
@@ -52,30 +53,67 @@ async def test_only_message_is_committed_without_a_thread(daemon_context, tmp_pa
         await ch.close()
     finally:
         server.close()
-        svc.executor.shutdown()
+        svc.syncer.close()
 
 
-async def test_concurrent_messages_commit_in_worker_threads(daemon_context, tmp_path, monkeypatch):
+async def test_concurrent_messages_fsync_in_worker_threads(daemon_context, tmp_path, monkeypatch):
     svc, qdir = _service(daemon_context)
-    submitted = []
-    real_submit = svc.executor.submit
+    synced = []
+    real_fsync = svc.syncer.fsync
 
-    def counting_submit(fn):
-        submitted.append(fn)
-        return real_submit(fn)
+    def counting_fsync(fd):
+        # The file is complete and ready before its fsync is asked for.
+        st = os.fstat(fd)
+        synced.append((st.st_mode & 0o777, st.st_size))
+        return real_fsync(fd)
 
-    monkeypatch.setattr(svc.executor, "submit", counting_submit)
+    monkeypatch.setattr(svc.syncer, "fsync", counting_fsync)
     path = str(tmp_path / "cleanup.sock")
     server = await channel.serve(path, S.PROTOCOL, svc.handle)
     try:
         (ch1, q1), (ch2, q2) = await _open(path, 1), await _open(path, 2)
         assert (await _commit(ch1))["status"] == "ok"     # two in progress: a thread
         assert (await _commit(ch2))["status"] == "ok"     # the last one left: inline
-        assert len(submitted) == 1
+        assert len(synced) == 1 and svc.syncer.threads == 1
+        mode, size = synced[0]
+        assert mode == 0o700
+        assert size == os.path.getsize(qfile.path_of(qdir, "incoming", q1))
         for qid in (q1, q2):
-            assert os.path.exists(qfile.path_of(qdir, "incoming", qid))
+            p = qfile.path_of(qdir, "incoming", qid)
+            assert qfile.read_envelope(p).sender == "a@example.org"
+            assert os.stat(p).st_mode & 0o777 == 0o700
         await ch1.close()
         await ch2.close()
     finally:
         server.close()
-        svc.executor.shutdown()
+        svc.syncer.close()
+
+
+async def test_a_failed_fsync_in_a_worker_is_a_4xx_and_takes_the_file_back(
+        daemon_context, tmp_path, monkeypatch):
+    svc, qdir = _service(daemon_context)
+    real_fsync = svc.syncer.fsync
+    # A descriptor whose fsync fails (EINVAL on a pipe), as a dying disk's would.
+    pipe_r, pipe_w = os.pipe()
+
+    def failing_fsync(fd):
+        return real_fsync(pipe_r)
+
+    monkeypatch.setattr(svc.syncer, "fsync", failing_fsync)
+    path = str(tmp_path / "cleanup.sock")
+    server = await channel.serve(path, S.PROTOCOL, svc.handle)
+    try:
+        (ch1, q1), (ch2, q2) = await _open(path, 1), await _open(path, 2)
+        reply = await _commit(ch1)
+        assert reply["status"] != "ok"
+        assert reply["reason"].startswith("4")
+        assert not os.path.exists(qfile.path_of(qdir, "incoming", q1))
+        assert (await _commit(ch2))["status"] == "ok"     # inline, not the worker
+        assert os.path.exists(qfile.path_of(qdir, "incoming", q2))
+        await ch1.close()
+        await ch2.close()
+    finally:
+        server.close()
+        svc.syncer.close()
+        os.close(pipe_r)
+        os.close(pipe_w)

@@ -42,7 +42,7 @@ async def _served(daemon_context, tmp_path):
         yield svc, qdir, path
     finally:
         server.close()
-        svc.executor.shutdown()
+        svc.syncer.close()
 
 
 async def _spares(svc, n):

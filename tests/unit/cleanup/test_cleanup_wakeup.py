@@ -71,7 +71,7 @@ async def test_wakeup_is_sent_before_the_commit_reply(daemon_context, tmp_path, 
         svc.stop()
     finally:
         server.close()
-        svc.executor.shutdown()
+        svc.syncer.close()
 
 
 async def test_a_serial_commit_wakes_qmgr_before_its_fsync(daemon_context, tmp_path, monkeypatch):
@@ -118,7 +118,7 @@ async def test_a_serial_commit_wakes_qmgr_before_its_fsync(daemon_context, tmp_p
     finally:
         server.close()
         qmgr.close()
-        svc.executor.shutdown()
+        svc.syncer.close()
 
 
 async def test_an_fsync_that_fails_after_the_wakeup_is_a_tempfail(daemon_context, tmp_path,
@@ -152,7 +152,7 @@ async def test_an_fsync_that_fails_after_the_wakeup_is_a_tempfail(daemon_context
     finally:
         server.close()
         qmgr.close()
-        svc.executor.shutdown()
+        svc.syncer.close()
 
 
 async def test_a_wakeup_after_qmgr_went_away_reconnects(daemon_context, tmp_path):
@@ -182,4 +182,4 @@ async def test_a_wakeup_after_qmgr_went_away_reconnects(daemon_context, tmp_path
     finally:
         server.close()
         qmgr.close()
-        svc.executor.shutdown()
+        svc.syncer.close()

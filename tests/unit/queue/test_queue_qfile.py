@@ -145,6 +145,46 @@ def test_failed_commit_takes_the_name_back(queue_dir, monkeypatch):
     assert os.listdir(os.path.join(queue_dir, "incoming")) == []
 
 
+def test_seal_leaves_the_fsync_to_the_caller_and_finish_closes(queue_dir, monkeypatch):
+    """commit() in two halves, for a caller that fsyncs in another thread
+    (cleanup/syncer.py): seal() makes no fsync and returns the descriptor
+    of the complete, ready file; finish() closes it."""
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    w = QueueWriter.create(queue_dir)
+    w.set_sender("a@b")
+    w.add_recipient(Recipient("c@d"))
+    w.write_content(b"Subject: s\r\n\r\nbody\r\n")
+    synced.clear()
+    with pytest.raises(ValueError):
+        w.finish()                       # not sealed
+    fd = w.seal()
+    assert synced == []
+    assert os.fstat(fd).st_ino == os.stat(w.path).st_ino
+    assert qfile.is_ready(os.fstat(fd).st_mode)
+    assert qfile.read_envelope(w.path).sender == "a@b"
+    with pytest.raises(ValueError):
+        w.write_content(b"more")         # sealed: nothing more goes in
+    os.fsync(fd)
+    assert w.finish() == w.path
+    with pytest.raises(OSError):
+        os.fstat(fd)                     # closed
+    assert list(qfile.scan(queue_dir, "incoming")) == [(w.queue_id, w.path)]
+
+
+def test_a_sealed_file_not_finished_is_taken_back(queue_dir):
+    """Sealed but not fsynced is not queued: abort(), or leaving the
+    `with`, removes it."""
+    with pytest.raises(RuntimeError):
+        with QueueWriter.create(queue_dir) as w:
+            w.set_sender("a@b")
+            w.add_recipient(Recipient("c@d"))
+            w.seal()
+            raise RuntimeError("the fsync failed")
+    assert os.listdir(os.path.join(queue_dir, "incoming")) == []
+
+
 def test_create_many_syncs_each_file_then_the_directory_once(queue_dir, monkeypatch):
     synced = []
     real_fsync = os.fsync
