@@ -40,7 +40,8 @@ $(STAMP): pyproject.toml Makefile
 	    --config-settings editable_mode=compat >$(VENV)/pip.log 2>&1 || \
 	    $(VPY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@# pip's command scripts import re only to strip Windows suffixes:
-	@# ~7 ms of every sendmail (docs/performance.md, item 51).
+	@# ~7 ms of every sendmail (docs/performance.md, item 51); sendmail
+	@# also starts with -I -S, site's paths written in (item 53).
 	$(VPY) -m fulmar.cli.launchers $(VENV)/bin
 	@# The setgid postdrop helper for local submission (docs/local-submission.md);
 	@# without a C compiler or the postdrop group, sendmail still works for root

@@ -26,6 +26,19 @@ DESCRIPTION
     point, or other uses of re) is left alone.  Running it again changes
     nothing.
 
+    sendmail, which runs once per message, is also started with `-I -S`
+    (ISOLATED): the interpreter then skips site, whose search for
+    sitecustomize and usercustomize and reading of the venv's .pth files
+    cost ~1.3 ms of a 20 ms call here (docs/performance.md, item 53), and
+    ignores PYTHON* variables, which a command that local users run has
+    no business reading.  The paths site would have added (site-packages,
+    and the source tree of an editable install) are written into the
+    script, in site's order, after `import sys`: as they were when `make
+    install` ran, which rewrites the script again each time.  The #! line
+    gets ` -IS` (one argument: Linux passes the rest of the line as one),
+    pip's /bin/sh trampoline gets it after the interpreter's path; a #!
+    line that already has an argument is left as it is.
+
 EXIT STATUS
     0, also when BINDIR holds none of the scripts; 1 with a one-line
     message when a script cannot be rewritten.
@@ -34,9 +47,13 @@ EXIT STATUS
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 MARK = "# fulmar.cli.launchers: pip's `import re` removed (start-up time).\n"
+ISOLATED_MARK = "# fulmar.cli.launchers: started with -I -S; site's paths:\n"
+# The commands started with -I -S.
+ISOLATED = frozenset({"sendmail"})
 
 
 def fulmar_scripts() -> dict[str, tuple[str, str]]:
@@ -75,13 +92,63 @@ def without_re(text: str, module: str, func: str) -> str | None:
     return "".join(out)
 
 
-def rewrite(path: str, module: str, func: str) -> bool:
-    """Rewrite pip's script at path; False if it is not one (left alone)."""
+def site_paths(python: str) -> list[str]:
+    """What site adds to python's sys.path, in its order."""
+    import json
+    code = "import sys, json; print(json.dumps(sys.path))"
+    full = json.loads(subprocess.check_output([python, "-I", "-c", code]))
+    bare = json.loads(subprocess.check_output([python, "-I", "-S", "-c", code]))
+    return [p for p in full if p not in bare]
+
+
+_TRAMPOLINE = "'''exec' \""      # pip's /bin/sh trampoline's second line
+_TRAMPOLINE_END = '" "$0" "$@"'
+
+
+def interpreter(text: str) -> str | None:
+    """The interpreter of a pip script: its #! line's, or the one pip's
+    /bin/sh trampoline execs; None if the #! line has arguments."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("#!"):
+        return None
+    if lines[0] == "#!/bin/sh":
+        if len(lines) > 1 and lines[1].startswith(_TRAMPOLINE) and lines[1].endswith(_TRAMPOLINE_END):
+            return lines[1][len(_TRAMPOLINE):-len(_TRAMPOLINE_END)]
+        return None
+    first = lines[0][2:].strip()
+    return None if " " in first else first
+
+
+def isolated(text: str, paths: list[str]) -> str | None:
+    """A script without re (without_re's) started with -I -S, site's paths
+    after `import sys`; None if its interpreter line cannot take the flag."""
+    lines = text.splitlines(keepends=True)
+    if ISOLATED_MARK in lines:
+        return text
+    python = interpreter(text)
+    if MARK not in lines or python is None or "import sys\n" not in lines:
+        return None
+    if lines[0] == "#!/bin/sh\n":
+        lines[1] = lines[1][:-len(_TRAMPOLINE_END) - 1] + '" -IS "$0" "$@"\n'
+    else:
+        lines[0] = f"#!{python} -IS\n"
+    at = lines.index("import sys\n") + 1
+    lines[at:at] = [ISOLATED_MARK, f"sys.path += {paths!r}\n"]
+    return "".join(lines)
+
+
+def rewrite(path: str, module: str, func: str, isolate: bool = False) -> bool:
+    """Rewrite pip's script at path (and start it with -I -S if isolate);
+    False if it is not one (left alone)."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
     new = without_re(text, module, func)
     if new is None:
         return False
+    if isolate:
+        python = interpreter(new)
+        if python is not None:
+            new = isolated(new, site_paths(python)) or new
     if new != text:
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -102,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isfile(path):
             continue
         try:
-            rewrite(path, module, func)
-        except OSError as e:
+            rewrite(path, module, func, isolate=name in ISOLATED)
+        except (OSError, ValueError, subprocess.CalledProcessError) as e:
             sys.stderr.write(f"launchers: {path}: {e.strerror or e}\n")
             return 1
     return 0

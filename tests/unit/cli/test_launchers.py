@@ -99,6 +99,66 @@ def test_a_script_with_other_uses_of_re_is_left_alone(tmp_path):
     assert script.read_text() == text
 
 
+def _fake_fulmar(tmp_path):
+    """A PYTHONPATH directory whose `fulmar` cannot be imported."""
+    fake = tmp_path / "fake"
+    (fake / "fulmar").mkdir(parents=True)
+    (fake / "fulmar" / "__init__.py").write_text("raise ImportError('the PYTHONPATH fulmar')\n")
+    return dict(os.environ, PYTHONPATH=str(fake))
+
+
+def _sendmail_usage(script, env=None):
+    res = subprocess.run([str(script), "-Z"], capture_output=True, text=True, env=env)
+    return res.returncode, "sendmail: invalid option" in res.stderr
+
+
+def test_sendmail_starts_isolated_with_sites_paths_written_in(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "sendmail"
+    _pip_script(script, "fulmar.cli.sendmail", "entry")
+    env = _fake_fulmar(tmp_path)
+    # pip's script reads PYTHONPATH, whose fulmar comes first: it fails.
+    assert _sendmail_usage(script, env)[1] is False
+    assert launchers.main([str(bindir)]) == 0
+    text = script.read_text()
+    assert text.startswith("#!%s -IS\n" % sys.executable)
+    paths = launchers.site_paths(sys.executable)
+    assert paths and "sys.path += %r\n" % paths in text
+    assert text.index("import sys\n") < text.index("sys.path += ") < text.index("from fulmar.cli")
+    # The same command, exit status and message, now without site and
+    # without PYTHONPATH's fulmar.
+    assert _sendmail_usage(script) == (75, True)
+    assert _sendmail_usage(script, env) == (75, True)
+    assert launchers.main([str(bindir)]) == 0
+    assert script.read_text() == text
+
+
+def test_sendmails_sh_trampoline_gets_the_flags_after_the_interpreter(tmp_path):
+    script = tmp_path / "sendmail"
+    script.write_text(TRAMPOLINE.format(python=sys.executable)
+                      .replace("fulmar.cli.postconf import main", "fulmar.cli.sendmail import entry")
+                      .replace("sys.exit(main())", "sys.exit(entry())"))
+    script.chmod(0o755)
+    assert launchers.main([str(tmp_path)]) == 0
+    lines = script.read_text().splitlines()
+    assert lines[0] == "#!/bin/sh"
+    assert lines[1] == "'''exec' \"%s\" -IS \"$0\" \"$@\"" % sys.executable
+    assert _sendmail_usage(script, _fake_fulmar(tmp_path)) == (75, True)
+
+
+def test_an_interpreter_line_with_an_argument_is_not_isolated(tmp_path):
+    script = tmp_path / "sendmail"
+    script.write_text(PIP_SCRIPT.format(python=sys.executable + " -E", module="fulmar.cli.sendmail",
+                                        func="entry"))
+    script.chmod(0o755)
+    assert launchers.main([str(tmp_path)]) == 0
+    text = script.read_text()
+    assert text.startswith("#!%s -E\n" % sys.executable)
+    assert "re.sub" not in text and launchers.ISOLATED_MARK not in text
+    assert _sendmail_usage(script) == (75, True)
+
+
 def test_make_install_left_the_venvs_sendmail_without_re():
     # `make install` runs this module over the venv's scripts (Makefile);
     # `make test` runs in that venv.
@@ -108,3 +168,6 @@ def test_make_install_left_the_venvs_sendmail_without_re():
     with open(script, encoding="utf-8") as f:
         text = f.read()
     assert "\nimport re\n" not in text and "from fulmar.cli.sendmail import entry\n" in text
+    # ... and started with -I -S, site's paths written in.
+    assert launchers.ISOLATED_MARK in text
+    assert text.splitlines()[0].endswith(" -IS") or ' -IS "$0"' in text
