@@ -3,7 +3,8 @@
 SYNOPSIS
     s = Syncer()                 # up to default_threads() workers, started on demand
     await s.fsync(fd)            # os.fsync(fd) in a worker; its OSError here
-    s.close()                    # workers end once the queue is drained
+    s.close()                    # workers end once the queue is drained;
+                                 # later fsyncs run in the caller's thread
 
 DESCRIPTION
     cleanup commits several messages at once under load, one per smtpd
@@ -57,11 +58,18 @@ class Syncer:
         return len(self._threads)
 
     def fsync(self, fd: int) -> asyncio.Future:
-        """A future for os.fsync(fd) in a worker: None, or the OSError."""
-        if self._closed:
-            raise RuntimeError("syncer closed")
+        """A future for os.fsync(fd) in a worker: None, or the OSError.
+        After close() (a stop's last messages) the fsync is made here, in
+        the caller's thread, and the future comes back done."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
+        if self._closed:
+            try:
+                os.fsync(fd)
+                fut.set_result(None)
+            except OSError as exc:
+                fut.set_exception(exc)
+            return fut
         self._in_flight += 1
         if self._in_flight > len(self._threads) and len(self._threads) < self.max_threads:
             t = threading.Thread(target=self._work, name="fsync", daemon=True)

@@ -87,7 +87,7 @@ async def test_a_cancelled_wait_leaves_the_syncer_usable(monkeypatch):
         s.close()
 
 
-async def test_close_ends_the_workers_and_refuses_more():
+async def test_close_ends_the_workers_and_later_fsyncs_run_in_the_caller(tmp_path, monkeypatch):
     s = Y.Syncer()
     r, w = os.pipe()
     try:
@@ -101,8 +101,24 @@ async def test_close_ends_the_workers_and_refuses_more():
     for t in threads:
         t.join(5)
         assert not t.is_alive()
-    with pytest.raises(RuntimeError):
-        s.fsync(0)
+    # A stop's last message is still made durable, in this thread.
+    where = []
+    real = os.fsync
+    monkeypatch.setattr(Y.os, "fsync", lambda fd: (where.append(threading.get_ident()), real(fd)))
+    fd = os.open(tmp_path / "late", os.O_WRONLY | os.O_CREAT)
+    try:
+        fut = s.fsync(fd)
+        assert fut.done() and fut.result() is None
+    finally:
+        os.close(fd)
+    assert where == [threading.get_ident()] and s.threads == len(threads)
+    r, w = os.pipe()
+    try:
+        with pytest.raises(OSError):
+            await s.fsync(r)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_the_default_cap_is_thread_pool_executors():
