@@ -87,15 +87,19 @@ async def test_a_cancelled_wait_leaves_the_syncer_usable(monkeypatch):
         s.close()
 
 
-async def test_close_ends_the_workers_and_later_fsyncs_run_in_the_caller(tmp_path, monkeypatch):
-    s = Y.Syncer()
-    r, w = os.pipe()
+async def _fails_on_a_pipe(s):
+    r, w = os.pipe()        # fsync on a pipe: EINVAL
     try:
         with pytest.raises(OSError):
             await s.fsync(r)
     finally:
         os.close(r)
         os.close(w)
+
+
+async def test_close_ends_the_workers_and_later_fsyncs_run_in_the_caller(tmp_path, monkeypatch):
+    s = Y.Syncer()
+    await _fails_on_a_pipe(s)
     threads = list(s._threads)
     s.close()
     for t in threads:
@@ -112,13 +116,7 @@ async def test_close_ends_the_workers_and_later_fsyncs_run_in_the_caller(tmp_pat
     finally:
         os.close(fd)
     assert where == [threading.get_ident()] and s.threads == len(threads)
-    r, w = os.pipe()
-    try:
-        with pytest.raises(OSError):
-            await s.fsync(r)
-    finally:
-        os.close(r)
-        os.close(w)
+    await _fails_on_a_pipe(s)
 
 
 def test_the_default_cap_is_thread_pool_executors():
