@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rewrite(path, module, func, isolate=name in ISOLATED)
         except (OSError, ValueError, subprocess.CalledProcessError) as e:
-            sys.stderr.write(f"launchers: {path}: {e.strerror or e}\n")
+            sys.stderr.write(f"launchers: {path}: {getattr(e, 'strerror', None) or e}\n")
             return 1
     return 0
 

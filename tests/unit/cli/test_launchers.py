@@ -171,3 +171,31 @@ def test_make_install_left_the_venvs_sendmail_without_re():
     # ... and started with -I -S, site's paths written in.
     assert launchers.ISOLATED_MARK in text
     assert text.splitlines()[0].endswith(" -IS") or ' -IS "$0"' in text
+
+
+def test_an_isolated_trampoline_script_rewritten_again_is_unchanged(tmp_path):
+    # The second `make install` over the same venv: the trampoline line
+    # now carries -IS, which must not be read as part of the path.
+    script = tmp_path / "sendmail"
+    script.write_text(TRAMPOLINE.format(python=sys.executable)
+                      .replace("fulmar.cli.postconf import main", "fulmar.cli.sendmail import entry")
+                      .replace("sys.exit(main())", "sys.exit(entry())"))
+    script.chmod(0o755)
+    assert launchers.main([str(tmp_path)]) == 0
+    text = script.read_text()
+    assert launchers.main([str(tmp_path)]) == 0
+    assert script.read_text() == text
+
+
+def test_an_interpreter_that_cannot_report_its_paths_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    script = tmp_path / "sendmail"
+    _pip_script(script, "fulmar.cli.sendmail", "entry")
+    before = script.read_text()
+
+    def broken(python):
+        raise subprocess.CalledProcessError(1, [python, "-I", "-c", "..."])
+    monkeypatch.setattr(launchers, "site_paths", broken)
+    assert launchers.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("launchers: %s: " % script) and err.count("\n") == 1
+    assert script.read_text() == before          # left as it was
