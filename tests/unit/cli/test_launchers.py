@@ -134,12 +134,18 @@ def test_sendmail_starts_isolated_with_sites_paths_written_in(tmp_path):
     assert script.read_text() == text
 
 
-def test_sendmails_sh_trampoline_gets_the_flags_after_the_interpreter(tmp_path):
+def _sendmail_trampoline(tmp_path):
+    """pip's sendmail script with its /bin/sh trampoline (a long path)."""
     script = tmp_path / "sendmail"
     script.write_text(TRAMPOLINE.format(python=sys.executable)
                       .replace("fulmar.cli.postconf import main", "fulmar.cli.sendmail import entry")
                       .replace("sys.exit(main())", "sys.exit(entry())"))
     script.chmod(0o755)
+    return script
+
+
+def test_sendmails_sh_trampoline_gets_the_flags_after_the_interpreter(tmp_path):
+    script = _sendmail_trampoline(tmp_path)
     assert launchers.main([str(tmp_path)]) == 0
     lines = script.read_text().splitlines()
     assert lines[0] == "#!/bin/sh"
@@ -176,11 +182,7 @@ def test_make_install_left_the_venvs_sendmail_without_re():
 def test_an_isolated_trampoline_script_rewritten_again_is_unchanged(tmp_path):
     # The second `make install` over the same venv: the trampoline line
     # now carries -IS, which must not be read as part of the path.
-    script = tmp_path / "sendmail"
-    script.write_text(TRAMPOLINE.format(python=sys.executable)
-                      .replace("fulmar.cli.postconf import main", "fulmar.cli.sendmail import entry")
-                      .replace("sys.exit(main())", "sys.exit(entry())"))
-    script.chmod(0o755)
+    script = _sendmail_trampoline(tmp_path)
     assert launchers.main([str(tmp_path)]) == 0
     text = script.read_text()
     assert launchers.main([str(tmp_path)]) == 0
