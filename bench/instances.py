@@ -26,6 +26,11 @@ smtpd gets maxproc 1000 (one process per session; its default of 100
 would cap the connection-scale workload); Fulmar's smtpd keeps "-"
 (one worker per two CPUs, each serving many sessions).
 
+The instances' commands and daemons run in the bench's environment
+without its PYTHON* variables (instance_environ): a shell or CI runner
+with PYTHONUNBUFFERED=1 would otherwise make every `postqueue -p` line a
+write(2), which no admin's mailq pays.
+
 Everything lives under `base` (mode 755 so that mail_owner can reach it);
 nothing under /etc/postfix or /var/spool/postfix is touched.  Failure: a
 start that does not open the SMTP port within START_TIMEOUT raises
@@ -223,6 +228,14 @@ def _ready(entry) -> bool:
         return False
 
 
+def instance_environ(environ, etc: str) -> dict[str, str]:
+    """The environment of an instance's commands: environ without PYTHON*
+    variables (module docstring), MAIL_CONFIG set to etc."""
+    env = {k: v for k, v in environ.items() if not k.startswith("PYTHON")}
+    env["MAIL_CONFIG"] = etc
+    return env
+
+
 class Instance:
     def __init__(self, kind: str, base: str, smtpd_port: int, sink_port: int):
         assert kind in ("fulmar", "postfix")
@@ -241,7 +254,7 @@ class Instance:
         self.postfix_cmd = [os.path.join(sbin, "postfix"), "-c", self.etc]
         self.postqueue = [os.path.join(sbin, "postqueue"), "-c", self.etc]
         self.sendmail = [os.path.join(sbin, "sendmail")]
-        self.env = dict(os.environ, MAIL_CONFIG=self.etc)
+        self.env = instance_environ(os.environ, self.etc)
 
     @property
     def label(self) -> str:

@@ -8,8 +8,9 @@ SYNOPSIS
     postqueue [-v] [-c config_dir] -s site
 
 DESCRIPTION
-    -p  the mailq listing (fulmar.queue.showq.write_mailq), streamed: each
-        message is printed as soon as it has been read.
+    -p  the mailq listing (fulmar.queue.showq.write_mailq), streamed: the
+        first message is printed as soon as it has been read, the rest at
+        least every showq.FLUSH_INTERVAL (0.2 s), as the output fills.
     -j  the same as JSON lines (Postfix 3.11 fields).
     -f  flush: qmgr makes deferred mail eligible now (`flush` request on
         public/qmgr).

@@ -130,6 +130,11 @@ def show_address(addr: str, empty_address: str) -> str:
 # A defer log holds one short entry per recipient: one read gets it all.
 LOG_READ = 64 * 1024
 
+# The listing is flushed after the first message, then at most this often
+# (and whenever the output buffer fills): a flush per message is a write(2)
+# per message, a quarter of the time of `mailq | grep` on a large queue.
+FLUSH_INTERVAL = 0.2
+
 
 def _ignore(message: str) -> None:
     pass
@@ -147,17 +152,20 @@ def _read_log(queue_dir: str, log_name: str, queue_id: str):
     except (OSError, ValueError):
         return []
     try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, LOG_READ)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        data = os.read(fd, LOG_READ)
+        if len(data) == LOG_READ:
+            # A log longer than one read (a message with many recipients).
+            # A short read is the end of a regular file: no second read to
+            # be told so, which is a system call per listed message.
+            chunks = [data]
+            while chunk := os.read(fd, LOG_READ):
+                chunks.append(chunk)
+            data = b"".join(chunks)
     except OSError:
         return []
     finally:
         os.close(fd)
-    return logfile.parse_log(b"".join(chunks), warn=_ignore)
+    return logfile.parse_log(data, warn=_ignore)
 
 
 def _defer_log(queue_dir: str, queue_id: str):
@@ -370,16 +378,37 @@ def format_message(entry: Entry) -> str:
     return "".join(out)
 
 
+class _Flusher:
+    """Flush out after the first message, then every FLUSH_INTERVAL seconds.
+
+    So the first lines show at once and a slow listing (a cold cache, a
+    queue on a busy disk) still shows its progress, without a write(2) for
+    every message of a fast one."""
+
+    __slots__ = ("out", "due")
+
+    def __init__(self, out: IO[str]):
+        self.out = out
+        self.due = 0.0          # the first message is flushed at once
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now >= self.due:
+            self.out.flush()
+            self.due = now + FLUSH_INTERVAL
+
+
 def write_mailq(entries: Iterable[Entry], out: IO[str]) -> tuple[int, int]:
-    """Print the listing, flushing after each message; (messages, bytes)."""
+    """Print the listing, streamed (_Flusher); (messages, bytes)."""
     count = size = 0
+    flush = _Flusher(out)
     for entry in entries:
         if count:
             out.write("\n")
         else:
             out.write(L_STRING_FORMAT % L_HEADINGS)
         out.write(format_message(entry))
-        out.flush()
+        flush()
         count += 1
         size += entry.message_size
     if count == 0:
@@ -409,8 +438,10 @@ def json_object(entry: Entry) -> dict:
 
 def write_json(entries: Iterable[Entry], out: IO[str]) -> int:
     count = 0
+    flush = _Flusher(out)
     for entry in entries:
         out.write(json.dumps(json_object(entry), ensure_ascii=False) + "\n")
-        out.flush()
+        flush()
         count += 1
+    out.flush()
     return count

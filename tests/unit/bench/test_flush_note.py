@@ -37,3 +37,14 @@ def test_flush_note_names_the_deferrals_and_a_stall():
     assert run.flush_note("Postfix", collections.Counter(), run.FLUSH_STALL - 1) == ""
     assert run.flush_note("Postfix", collections.Counter(), run.FLUSH_STALL + 1) == \
         "Postfix: no delivery for %.0f s" % (run.FLUSH_STALL + 1)
+
+
+def test_instance_environment_has_no_python_variables(tmp_path):
+    """PYTHONUNBUFFERED from a CI runner or a shell must not reach the
+    instances' commands (a write(2) per postqueue line); the rest stays."""
+    env = instances.instance_environ(
+        {"PATH": "/usr/bin", "PYTHONUNBUFFERED": "1", "PYTHONPATH": "/x", "LANG": "C"}, "/b/etc")
+    assert env == {"PATH": "/usr/bin", "LANG": "C", "MAIL_CONFIG": "/b/etc"}
+    inst = instances.Instance("fulmar", str(tmp_path), 1, 2)
+    assert inst.env["MAIL_CONFIG"] == inst.etc
+    assert not [k for k in inst.env if k.startswith("PYTHON")]

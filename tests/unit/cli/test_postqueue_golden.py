@@ -153,19 +153,67 @@ def test_unprintable_sender_and_null_sender():
     assert showq.show_address("a\x01b@x", "M") == '"a?b"@x'
 
 
-def test_listing_streams(tmp_path):
-    """The first message is written before the next one is read."""
-    _make_queue(str(tmp_path))
-    seen = []
+class _FlushLog(io.StringIO):
+    """Records, at each flush, how many message blocks had been written."""
 
-    class Out(io.StringIO):
-        def flush(self):
-            seen.append(self.getvalue().count("\n\n"))
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def flush(self):
+        self.seen.append(self.getvalue().count("\n\n"))
+
+
+def _streamed(writer, queue_dir, out):
+    """Run writer over the queue; returns, per message read, out.seen then."""
+    before = []
 
     def entries():
-        for i, e in enumerate(showq.scan_queue(str(tmp_path))):
-            assert len(seen) >= i        # the previous message was flushed
+        for e in showq.scan_queue(queue_dir):
+            before.append(list(out.seen))
             yield e
 
-    showq.write_mailq(entries(), Out())
-    assert seen[0] == 0
+    writer(entries(), out)
+    return before
+
+
+@pytest.mark.parametrize("writer", [showq.write_mailq, showq.write_json])
+def test_listing_streams_the_first_message(tmp_path, writer):
+    """The first message is written out before the second one is read."""
+    _make_queue(str(tmp_path))
+    out = _FlushLog()
+    before = _streamed(writer, str(tmp_path), out)
+    assert before[0] == [] and len(before[1]) == 1
+    assert out.getvalue()            # the end is flushed too
+    assert out.seen[-1] == out.getvalue().count("\n\n")
+
+
+@pytest.mark.parametrize("writer", [showq.write_mailq, showq.write_json])
+def test_listing_flushes_by_time_not_per_message(tmp_path, monkeypatch, writer):
+    """A fast listing is not flushed per message (a write(2) each); a slow
+    one (every message later than FLUSH_INTERVAL) still is."""
+    _make_queue(str(tmp_path))
+    clock = [1000.0]
+    monkeypatch.setattr(showq.time, "monotonic", lambda: clock[0])
+    out = _FlushLog()
+    _streamed(writer, str(tmp_path), out)
+    assert len(out.seen) <= 2        # the first message, and the end
+    slow = _FlushLog()
+
+    def tick():
+        clock[0] += showq.FLUSH_INTERVAL
+        return clock[0]
+
+    monkeypatch.setattr(showq.time, "monotonic", tick)
+    _streamed(writer, str(tmp_path), slow)
+    assert len(slow.seen) >= len(QUEUE)
+
+
+def test_long_defer_log_is_read_whole(tmp_path, monkeypatch):
+    """A defer log longer than one read gives every recipient's reason."""
+    monkeypatch.setattr(showq, "LOG_READ", 64)
+    _make_queue(str(tmp_path))
+    text = io.StringIO()
+    showq.write_mailq(showq.scan_queue(str(tmp_path)), text)
+    assert text.getvalue().count(GREY) == 2
+    assert "judy@mixed.example" in text.getvalue() and "(short reason)" in text.getvalue()
