@@ -168,6 +168,8 @@ class QueueManager:
         self.ctx = ctx
         self.cfg = cfg = ctx.cfg
         self.queue_dir = ctx.queue_dir
+        # A delivered file's inode goes to cleanup's next message (qfile.Recycler).
+        self.recycler = qfile.Recycler(self.queue_dir)
         self.resolver = Resolver(cfg)
         self.active_limit = cfg.get("qmgr_message_active_limit")
         self.run_delay = cfg.get("queue_run_delay")
@@ -637,7 +639,7 @@ class QueueManager:
                 return
             if msg.from_queue != INCOMING:
                 self._remove_defer_log(qid)
-            qfile.remove(self.queue_dir, ACTIVE, qid)
+            self.recycler.give(ACTIVE, qid)
             log.info("%s: removed", qid)
         finally:
             self.messages.pop(qid, None)

@@ -9,6 +9,10 @@ Postfix's layout (postfix-files), under ``queue_directory``::
     all else  0700  mail_owner
     the queue directory itself 0755
 
+and one directory of Fulmar's own, ``recycle`` (0700 mail_owner): the
+emptied files of delivered messages, whose inodes cleanup reuses for new
+queue files (qfile.Recycler; docs/deviations.md).
+
 Queues named in ``hash_queue_names`` (default ``deferred, defer``) keep their
 files ``hash_queue_depth`` levels (default 1) of one-character
 sub-directories deep; see qid.hash_path().  The settings live in this
@@ -56,11 +60,13 @@ QUEUE_FLUSH = "flush"
 QUEUE_PUBLIC = "public"
 QUEUE_PRIVATE = "private"
 QUEUE_PID = "pid"
+# Fulmar's: delivered queue files waiting to be reused (qfile.Recycler).
+QUEUE_RECYCLE = "recycle"
 
 QUEUE_NAMES = (
     QUEUE_MAILDROP, QUEUE_INCOMING, QUEUE_ACTIVE, QUEUE_DEFERRED, QUEUE_HOLD,
     QUEUE_CORRUPT, QUEUE_BOUNCE, QUEUE_DEFER, QUEUE_TRACE, QUEUE_SAVED,
-    QUEUE_FLUSH, QUEUE_PUBLIC, QUEUE_PRIVATE, QUEUE_PID,
+    QUEUE_FLUSH, QUEUE_PUBLIC, QUEUE_PRIVATE, QUEUE_PID, QUEUE_RECYCLE,
 )
 # Queues whose files are queue files (the others hold logs and sockets).
 MESSAGE_QUEUES = (

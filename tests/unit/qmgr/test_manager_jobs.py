@@ -66,3 +66,18 @@ async def test_two_jobs_end_the_message_once(daemon_context, monkeypatch):
     assert not os.path.exists(path)
     assert lines.count(f"info: {msg.queue_id}: removed") == 1, lines
     assert not [ln for ln in lines if ln.startswith("warning")], lines
+
+
+async def test_a_delivered_message_leaves_its_inode_for_the_next_one(daemon_context):
+    """finish() recycles the file (qfile.Recycler): emptied in recycle/, and
+    cleanup's next queue file is made on the same inode."""
+    qm, msg, (job1, job2), path = _setup(daemon_context)
+    ino = os.stat(path).st_ino
+    await qm.job_done(job1, [_sent(job1.recipients[0])])
+    await qm.job_done(job2, [_sent(job2.recipients[0])])
+    assert not os.path.exists(path)
+    spare = os.path.join(qm.queue_dir, "recycle", msg.queue_id)
+    assert os.stat(spare).st_ino == ino and os.stat(spare).st_size == 0
+    w = qfile.QueueWriter.create(qm.queue_dir)
+    assert os.stat(w.path).st_ino == ino
+    w.abort()

@@ -20,9 +20,11 @@ def _mode(path):
 
 
 def test_queue_names_are_postfix():
+    """Postfix's directories, and Fulmar's recycle/ (docs/deviations.md)."""
     assert set(layout.QUEUE_NAMES) == set(
         "maildrop incoming active deferred hold corrupt bounce defer trace saved "
-        "flush public private pid".split())
+        "flush public private pid recycle".split())
+    assert layout.QUEUE_RECYCLE not in layout.MESSAGE_QUEUES
 
 
 def test_create_modes_and_idempotent(tmp_path):
