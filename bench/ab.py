@@ -40,7 +40,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fsinfo  # noqa: E402
+from fulmar.queue import fsinfo  # noqa: E402
 import instances as I  # noqa: E402
 import loadgen  # noqa: E402
 from run import drain, percentile, ensure_tools, smtp_source, EX_UNAVAILABLE  # noqa: E402

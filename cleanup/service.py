@@ -72,7 +72,7 @@ from fulmar import log
 from fulmar.ipc import channel as ipc
 from fulmar.ipc.frames import KIND_RECORD
 from fulmar.maildate import mail_date
-from fulmar.queue import qfile, records
+from fulmar.queue import fsinfo, qfile, records
 from cleanup.headers import HeaderProcessor
 from cleanup.rewrite import HeaderRewriter, Rewriter
 from cleanup.syncer import Syncer
@@ -417,8 +417,9 @@ class SparePool:
     (a stop) racing a fill.
     """
 
-    def __init__(self, queue_dir: str) -> None:
+    def __init__(self, queue_dir: str, reuse: bool = False) -> None:
         self.queue_dir = queue_dir
+        self.reuse = reuse              # take inodes from recycle/ (qfile.Recycler)
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spare")
         self._lock = threading.Lock()
         self._files: collections.deque = collections.deque()   # (writer, made)
@@ -464,7 +465,7 @@ class SparePool:
 
     def _fill(self, n: int) -> None:
         try:
-            writers = qfile.QueueWriter.create_many(self.queue_dir, n)
+            writers = qfile.QueueWriter.create_many(self.queue_dir, n, reuse=self.reuse)
         except OSError:
             writers = []        # the next open creates its own, and reports the error
         made = time.monotonic()
@@ -519,7 +520,8 @@ class CleanupService:
         self.idle: dict = {}
         self.byes: set = set()          # _bye() tasks in progress
         # Queue files created ahead for the next `open`s (see _take_writer).
-        self.spares = SparePool(self.queue_dir)
+        # Where qmgr recycles delivered files' inodes, new files take them.
+        self.spares = SparePool(self.queue_dir, reuse=fsinfo.scans_freed_inodes(self.queue_dir))
 
     def stop(self) -> None:
         self.stopping = True
@@ -561,7 +563,7 @@ class CleanupService:
     def _take_writer(self) -> qfile.QueueWriter:
         writer = self.spares.take()
         if writer is None:
-            return qfile.QueueWriter.create(self.queue_dir)
+            return qfile.QueueWriter.create(self.queue_dir, reuse=self.spares.reuse)
         # The message's file is "created" now, not when the spare was.
         writer.add_attr(qfile.ATTR_CREATE_TIME, str(int(time.time())))
         return writer

@@ -85,7 +85,7 @@ from fulmar import log
 from fulmar.config.mastercf import parse_master_cf
 from fulmar.ipc import channel as ipc
 from fulmar.ipc.frames import KIND_ATTR
-from fulmar.queue import layout, qfile
+from fulmar.queue import fsinfo, layout, qfile
 from fulmar.queue import qid as queue_ids
 from fulmar.queue import showq
 from fulmar.resolve import Resolver
@@ -168,8 +168,9 @@ class QueueManager:
         self.ctx = ctx
         self.cfg = cfg = ctx.cfg
         self.queue_dir = ctx.queue_dir
-        # A delivered file's inode goes to cleanup's next message (qfile.Recycler).
-        self.recycler = qfile.Recycler(self.queue_dir)
+        # A delivered file's inode goes to cleanup's next message
+        # (qfile.Recycler), where the file system makes new inodes dear.
+        self.recycler = qfile.Recycler(self.queue_dir, fsinfo.scans_freed_inodes(self.queue_dir))
         self.resolver = Resolver(cfg)
         self.active_limit = cfg.get("qmgr_message_active_limit")
         self.run_delay = cfg.get("queue_run_delay")

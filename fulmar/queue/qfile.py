@@ -42,9 +42,10 @@ anyway: a possible duplicate, never a loss).  The directory fsync at
 create is off the path to the client's 250: cleanup creates the next
 message's file ahead of time.
 
-Inode recycling (Fulmar's): qmgr disposes of a delivered file with
-``Recycler.give()`` instead of ``remove()``: it is renamed into recycle/
-and emptied, and ``create()`` first claims one from there (renamed to its
+Inode recycling (Fulmar's, on ext2/3/4 without a journal only: see
+fsinfo): qmgr disposes of a delivered file with ``Recycler.give()``
+instead of ``remove()``: it is renamed into recycle/ and emptied, and
+``create(reuse=True)`` first claims one from there (renamed to its
 dot-file name, emptied, made not ready, its mtime set) before it makes a
 new one, so that the file system neither frees nor allocates an inode per
 message.  On ext4 without a journal an allocation under load scans every
@@ -73,7 +74,8 @@ Interface::
     mark_done(path, offsets)
     move(queue_dir, queue_id, from_queue, to_queue, sync=True) -> str
     remove(queue_dir, queue_name, queue_id) -> bool
-    Recycler(queue_dir).give(queue_name, queue_id) -> bool   # remove(), recycling the inode
+    Recycler(queue_dir, enabled).give(queue_name, queue_id) -> bool   # remove(), recycling the inode
+    QueueWriter.create(..., reuse=True)   # on an inode from recycle/ if there is one
     path_of(queue_dir, queue_name, queue_id) -> str
     scan(queue_dir, queue_name) -> Iterator[(queue_id, path)]
     set_next_attempt(path, t)      # a deferred file's mtime is its next attempt
@@ -310,10 +312,11 @@ class QueueWriter:
 
     @classmethod
     def create(cls, queue_dir: str, queue_name: str = layout.QUEUE_INCOMING,
-               mode: int = FILE_MODE, sync: bool = True) -> QueueWriter:
+               mode: int = FILE_MODE, sync: bool = True, reuse: bool = False) -> QueueWriter:
         """Create the file under its queue ID, not yet ready (see the module
-        docstring), with its name durable (unless not sync: create_many).
-        OSError if impossible."""
+        docstring), with its name durable (unless not sync: create_many);
+        with reuse, on an inode from recycle/ when there is one.  OSError if
+        impossible."""
         if queue_name not in layout.QUEUE_NAMES:
             raise ValueError(f"bad queue name: {queue_name!r}")
         top = os.path.join(queue_dir, queue_name)
@@ -322,8 +325,10 @@ class QueueWriter:
         tmp_name = ""
         try:
             pid = os.getpid()
-            tmp_name = f".{pid}.{next(_dot_counter)}"
-            fd, ino = _take_recycled(queue_dir, top_fd, tmp_name, mode & ~READY_BIT)
+            fd = -1
+            if reuse:
+                tmp_name = f".{pid}.{next(_dot_counter)}"
+                fd, ino = _take_recycled(queue_dir, top_fd, tmp_name, mode & ~READY_BIT)
             if fd < 0:
                 tmp_name = ""       # (none was made)
                 fd, tmp_name = _create_dot_file(top_fd, top, pid, mode & ~READY_BIT)
@@ -370,7 +375,7 @@ class QueueWriter:
 
     @classmethod
     def create_many(cls, queue_dir: str, n: int, queue_name: str = layout.QUEUE_INCOMING,
-                    mode: int = FILE_MODE) -> list[QueueWriter]:
+                    mode: int = FILE_MODE, reuse: bool = False) -> list[QueueWriter]:
         """create() n files, with one directory fsync for all of them, and
         each (empty) file fsync()ed too, so that commit()'s fsync carries
         only the message: the first fsync of a new file also writes what
@@ -380,7 +385,7 @@ class QueueWriter:
         writers: list[QueueWriter] = []
         try:
             for _ in range(n):
-                writers.append(cls.create(queue_dir, queue_name, mode, sync=False))
+                writers.append(cls.create(queue_dir, queue_name, mode, sync=False, reuse=reuse))
             for w in writers:
                 os.fsync(w._fd)
             synced = set()
@@ -706,15 +711,19 @@ class Recycler:
     is whole, in active/ (delivered again, as after an unlink the kernel had
     not written) or in recycle/ (emptied when reused).  create() reuses
     these inodes; the file system then neither frees nor allocates one per
-    message (module docstring).  recycle/ is kept under RECYCLE_MAX files,
+    message (module docstring).  Only when enabled: qmgr and cleanup
+    enable it where the file system scans recently freed inodes
+    (fsinfo.scans_freed_inodes: ext2/3/4 without a journal); with a journal
+    it measured no faster.  recycle/ is kept under RECYCLE_MAX files,
     counted again every RECYCLE_RECOUNT gives; when it is full, missing or
     on another file system, give() removes the file instead.
     """
 
-    def __init__(self, queue_dir: str, limit: int = RECYCLE_MAX,
+    def __init__(self, queue_dir: str, enabled: bool, limit: int = RECYCLE_MAX,
                  recount: int = RECYCLE_RECOUNT) -> None:
         self.queue_dir = queue_dir
         self.directory = os.path.join(queue_dir, layout.QUEUE_RECYCLE)
+        self.enabled = enabled
         self.limit = limit
         self.recount = recount
         # > 0: gives left before the next count; < 0: removals left.
@@ -722,6 +731,8 @@ class Recycler:
 
     def give(self, queue_name: str, queue_id: str) -> bool:
         """Recycle (or remove) a delivered queue file; False if it was not there."""
+        if not self.enabled:
+            return remove(self.queue_dir, queue_name, queue_id)
         if self._budget == 0:
             self._budget = self._count()
         if self._budget < 0:

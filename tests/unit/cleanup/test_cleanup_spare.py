@@ -272,3 +272,27 @@ async def test_a_stop_says_bye_where_a_reserved_open_may_be_on_its_way(daemon_co
         assert reserved in [q for q, _ in qfile.scan(qdir, "incoming")]
         await ch.close()
         await plain.close()
+
+
+def test_spares_reuse_recycled_inodes_only_where_the_file_system_wants_it(daemon_context, monkeypatch):
+    """cleanup takes inodes from recycle/ where qmgr puts them there
+    (fsinfo.scans_freed_inodes), and its fills then do reuse them."""
+    from fulmar.queue import fsinfo
+    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
+    monkeypatch.setattr(fsinfo, "scans_freed_inodes", lambda path: False)
+    svc = S.CleanupService(ctx)
+    assert svc.spares.reuse is False
+    svc.spares.close()
+    svc.syncer.close()
+    monkeypatch.setattr(fsinfo, "scans_freed_inodes", lambda path: True)
+    svc = S.CleanupService(ctx)
+    assert svc.spares.reuse is True
+    spare = os.path.join(qdir, "recycle", "4jdMWK1Q4HzvvYY")
+    with open(spare, "wb") as fh:
+        fh.write(b"old")
+    ino = os.stat(spare).st_ino
+    svc.spares._fill(2)
+    assert ino in {os.stat(w.path).st_ino for w, _ in svc.spares._files}
+    assert os.listdir(os.path.join(qdir, "recycle")) == []
+    svc.spares.close()
+    svc.syncer.close()

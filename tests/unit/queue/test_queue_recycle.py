@@ -46,7 +46,7 @@ def _leftovers(qdir: str) -> list[str]:
 
 def test_give_moves_the_file_to_recycle_and_empties_it(qdir):
     qid, ino = _delivered(qdir)
-    assert qfile.Recycler(qdir).give("active", qid) is True
+    assert qfile.Recycler(qdir, True).give("active", qid) is True
     assert not os.path.exists(qfile.path_of(qdir, "active", qid))
     st = os.stat(os.path.join(qdir, "recycle", qid))
     assert (st.st_ino, st.st_size) == (ino, 0)
@@ -54,10 +54,10 @@ def test_give_moves_the_file_to_recycle_and_empties_it(qdir):
 
 def test_create_reuses_a_recycled_inode_as_a_new_not_ready_file(qdir):
     qid, ino = _delivered(qdir)
-    qfile.Recycler(qdir).give("active", qid)
+    qfile.Recycler(qdir, True).give("active", qid)
     two_days_ago = time.time() - 2 * 86400
     os.utime(os.path.join(qdir, "recycle", qid), (two_days_ago, two_days_ago))
-    w = qfile.QueueWriter.create(qdir)
+    w = qfile.QueueWriter.create(qdir, reuse=True)
     st = os.stat(w.path)
     assert st.st_ino == ino
     assert queue_ids.parse(w.queue_id)[2] == ino        # the ID carries the inode
@@ -74,7 +74,7 @@ def test_create_reuses_a_recycled_inode_as_a_new_not_ready_file(qdir):
 
 
 def test_a_file_gone_meanwhile_is_false_and_recycling_goes_on(qdir):
-    r = qfile.Recycler(qdir)
+    r = qfile.Recycler(qdir, True)
     assert r.give("active", "4jdMWK1Q4HzvvYY") is False
     qid, _ = _delivered(qdir)
     assert r.give("active", qid) is True
@@ -82,7 +82,7 @@ def test_a_file_gone_meanwhile_is_false_and_recycling_goes_on(qdir):
 
 
 def test_recycle_is_bounded(qdir):
-    r = qfile.Recycler(qdir, limit=3, recount=2)
+    r = qfile.Recycler(qdir, True, limit=3, recount=2)
     ids = [_delivered(qdir)[0] for _ in range(6)]
     for qid in ids:
         assert r.give("active", qid) is True
@@ -93,10 +93,10 @@ def test_recycle_is_bounded(qdir):
 def test_without_recycle_the_file_is_removed_and_create_makes_new_files(qdir):
     os.rmdir(os.path.join(qdir, "recycle"))
     qid, _ = _delivered(qdir)
-    assert qfile.Recycler(qdir).give("active", qid) is True
+    assert qfile.Recycler(qdir, True).give("active", qid) is True
     assert not os.path.exists(qfile.path_of(qdir, "active", qid))
     assert not os.path.exists(os.path.join(qdir, "recycle"))
-    w = qfile.QueueWriter.create(qdir)
+    w = qfile.QueueWriter.create(qdir, reuse=True)
     assert os.path.exists(w.path)
     w.abort()
 
@@ -109,7 +109,7 @@ def test_what_is_not_a_plain_file_is_removed_not_used(qdir):
         fh.write(b"not ours")
     os.symlink(target, os.path.join(rdir, "link"))
     os.link(target, os.path.join(rdir, "twolinks"))
-    w = qfile.QueueWriter.create(qdir)
+    w = qfile.QueueWriter.create(qdir, reuse=True)
     st = os.stat(w.path)
     assert st.st_ino != os.stat(target).st_ino and stat.S_ISREG(st.st_mode)
     assert _recycled(qdir) == [] and _leftovers(qdir) == []
@@ -118,17 +118,17 @@ def test_what_is_not_a_plain_file_is_removed_not_used(qdir):
 
 
 def test_a_name_taken_by_another_cleanup_is_skipped(qdir):
-    r = qfile.Recycler(qdir)
+    r = qfile.Recycler(qdir, True)
     a, ino_a = _delivered(qdir)
     b, ino_b = _delivered(qdir)
     r.give("active", a)
     r.give("active", b)
-    first = qfile.QueueWriter.create(qdir)           # lists both, takes one
+    first = qfile.QueueWriter.create(qdir, reuse=True)           # lists both, takes one
     rest = _recycled(qdir)
     assert len(rest) == 1
     # Another cleanup process claims the other one first.
     os.rename(os.path.join(qdir, "recycle", rest[0]), os.path.join(qdir, "elsewhere"))
-    second = qfile.QueueWriter.create(qdir)
+    second = qfile.QueueWriter.create(qdir, reuse=True)
     inodes = {os.stat(first.path).st_ino, os.stat(second.path).st_ino}
     assert len(inodes) == 2 and os.stat(first.path).st_ino in (ino_a, ino_b)
     assert _leftovers(qdir) == []
@@ -137,11 +137,11 @@ def test_a_name_taken_by_another_cleanup_is_skipped(qdir):
 
 
 def test_create_many_takes_recycled_files_then_makes_new_ones(qdir):
-    r = qfile.Recycler(qdir)
+    r = qfile.Recycler(qdir, True)
     ids = [_delivered(qdir) for _ in range(2)]
     for qid, _ in ids:
         r.give("active", qid)
-    writers = qfile.QueueWriter.create_many(qdir, 4)
+    writers = qfile.QueueWriter.create_many(qdir, 4, reuse=True)
     inodes = [os.stat(w.path).st_ino for w in writers]
     assert len(set(inodes)) == 4
     assert {ino for _, ino in ids} <= set(inodes)
@@ -156,7 +156,19 @@ def test_a_file_give_did_not_empty_is_emptied_when_taken(qdir):
     spare = os.path.join(qdir, "recycle", qid)
     os.rename(qfile.path_of(qdir, "active", qid), spare)
     assert os.stat(spare).st_size > 0
-    w = qfile.QueueWriter.create(qdir)
+    w = qfile.QueueWriter.create(qdir, reuse=True)
     st = os.stat(w.path)
     assert st.st_ino == ino and st.st_size == 0
+    w.abort()
+
+
+def test_disabled_recycling_removes_and_create_without_reuse_makes_new_files(qdir):
+    """Where the file system has a journal (fsinfo), nothing is recycled."""
+    qid, ino = _delivered(qdir)
+    assert qfile.Recycler(qdir, False).give("active", qid) is True
+    assert _recycled(qdir) == [] and not os.path.exists(qfile.path_of(qdir, "active", qid))
+    a, _ = _delivered(qdir)
+    qfile.Recycler(qdir, True).give("active", a)
+    w = qfile.QueueWriter.create(qdir)                # reuse=False: a new inode
+    assert _recycled(qdir) == [a]
     w.abort()

@@ -1,4 +1,4 @@
-"""bench/fsinfo.py names the file system under a path, journal included.
+"""fulmar.queue.fsinfo names the file system under a path, journal included.
 
 The parsing is tested on mountinfo text of the kinds this VM has (its
 root is ext4 without a journal; a loop-mounted ext4 with one); the last
@@ -7,9 +7,7 @@ test reads this machine's own /proc.
 
 import os
 
-from bench_modules import load
-
-fsinfo = load("fsinfo")
+from fulmar.queue import fsinfo
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw
@@ -52,3 +50,17 @@ def test_this_machines_root_is_described_by_its_type():
         types = {fields.split()[2] for fields in f if len(fields.split()) > 2}
     assert line.split()[0] in types
     assert fsinfo.describe("/nonexistent/path/for/fsinfo") == "unknown"
+
+
+def test_only_ext_file_systems_without_a_journal_scan_freed_inodes():
+    root = ("/", "ext4", "/dev/vda")
+    loop = ("/tmp/s/mnt", "ext4", "/dev/loop0")
+    assert fsinfo.scans_freed_inodes_from(root, "vda", ["loop0-8"]) is True
+    assert fsinfo.scans_freed_inodes_from(loop, "loop0", ["loop0-8"]) is False
+    assert fsinfo.scans_freed_inodes_from(("/o", "ext2", "/dev/sdc"), "sdc", []) is True
+    assert fsinfo.scans_freed_inodes_from(("/x", "xfs", "/dev/sdb"), "sdb", []) is False
+    assert fsinfo.scans_freed_inodes_from(("/t", "tmpfs", "tmpfs"), "", []) is False
+    # Unknown device or mount: no recycling (Postfix's behaviour).
+    assert fsinfo.scans_freed_inodes_from(root, "", []) is False
+    assert fsinfo.scans_freed_inodes_from(None, "vda", []) is False
+    assert fsinfo.scans_freed_inodes("/nonexistent/path/for/fsinfo") is False
