@@ -9,7 +9,7 @@ SYNOPSIS
 
 DESCRIPTION
     The file system under the queue decides much of an MTA's kernel time
-    (docs/performance.md, "Where it stands (end of session 15)"): on ext4
+    (docs/performance.md, "Where it stood (end of session 15)"): on ext4
     without a journal an fsync needs no kernel thread, with one it waits
     for jbd2's.  statfs() says "ext4" for both, so the journal is read from
     /proc/fs/jbd2, which has a directory `<device>-<n>` for every mounted
