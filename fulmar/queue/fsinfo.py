@@ -73,9 +73,10 @@ def describe_from(mount: tuple[str, str, str] | None, device: str,
 
 
 def scans_freed_inodes_from(mount: tuple[str, str, str] | None, device: str,
-                            journals: list[str]) -> bool:
-    """scans_freed_inodes() for a mount, its device's name and /proc/fs/jbd2."""
-    if mount is None or mount[1] not in _EXT_TYPES or not device:
+                            journals: list[str] | None) -> bool:
+    """scans_freed_inodes() for a mount, its device's name and /proc/fs/jbd2
+    (None: unreadable, so a journal cannot be ruled out)."""
+    if mount is None or mount[1] not in _EXT_TYPES or not device or journals is None:
         return False
     return not _has_journal(device, journals)
 
@@ -96,17 +97,19 @@ def _facts(path: str):
     except OSError:
         device = ""
     try:
-        journals = os.listdir("/proc/fs/jbd2")
+        journals: list[str] | None = os.listdir("/proc/fs/jbd2")
     except OSError:
-        journals = []
+        # No journal mounted anywhere, or /proc/fs hidden (a container).
+        journals = [] if os.path.isdir("/proc/fs") else None
     return mount, device, journals
 
 
 def describe(path: str) -> str:
     try:
-        return describe_from(*_facts(path))
+        mount, device, journals = _facts(path)
     except OSError:
         return "unknown"
+    return describe_from(mount, device, journals or [])
 
 
 def scans_freed_inodes(path: str) -> bool:

@@ -60,7 +60,8 @@ def test_only_ext_file_systems_without_a_journal_scan_freed_inodes():
     assert fsinfo.scans_freed_inodes_from(("/o", "ext2", "/dev/sdc"), "sdc", []) is True
     assert fsinfo.scans_freed_inodes_from(("/x", "xfs", "/dev/sdb"), "sdb", []) is False
     assert fsinfo.scans_freed_inodes_from(("/t", "tmpfs", "tmpfs"), "", []) is False
-    # Unknown device or mount: no recycling (Postfix's behaviour).
+    # Unknown device, mount or journals: no recycling (Postfix's behaviour).
     assert fsinfo.scans_freed_inodes_from(root, "", []) is False
+    assert fsinfo.scans_freed_inodes_from(root, "vda", None) is False
     assert fsinfo.scans_freed_inodes_from(None, "vda", []) is False
     assert fsinfo.scans_freed_inodes("/nonexistent/path/for/fsinfo") is False
