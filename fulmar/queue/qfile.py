@@ -714,7 +714,7 @@ class Recycler:
     message (module docstring).  Only when enabled: qmgr and cleanup
     enable it where the file system scans recently freed inodes
     (fsinfo.scans_freed_inodes: ext2/3/4 without a journal); with a journal
-    it measured no faster.  recycle/ is kept under RECYCLE_MAX files,
+    it measured slower.  recycle/ is kept under RECYCLE_MAX files,
     counted again every RECYCLE_RECOUNT gives; when it is full, missing or
     on another file system, give() removes the file instead.
     """
