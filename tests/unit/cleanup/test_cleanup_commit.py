@@ -14,11 +14,7 @@ import os
 from fulmar.ipc import channel
 from fulmar.queue import qfile
 from cleanup import service as S
-
-
-def _service(daemon_context):
-    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
-    return S.CleanupService(ctx), qdir
+from cleanup_served import served
 
 
 async def _open(path, n):
@@ -38,12 +34,9 @@ async def _commit(ch):
 
 
 async def test_only_message_is_committed_without_a_thread(daemon_context, tmp_path, monkeypatch):
-    svc, qdir = _service(daemon_context)
-    submitted = []
-    monkeypatch.setattr(svc.syncer, "fsync", lambda fd: submitted.append(fd))
-    path = str(tmp_path / "cleanup.sock")
-    server = await channel.serve(path, S.PROTOCOL, svc.handle)
-    try:
+    async with served(daemon_context, tmp_path) as (svc, qdir, path):
+        submitted = []
+        monkeypatch.setattr(svc.syncer, "fsync", lambda fd: submitted.append(fd))
         ch, qid = await _open(path, 1)
         reply = await _commit(ch)
         assert reply["status"] == "ok" and reply["queue_id"] == qid
@@ -51,26 +44,20 @@ async def test_only_message_is_committed_without_a_thread(daemon_context, tmp_pa
         env = qfile.read_envelope(qfile.path_of(qdir, "incoming", qid))
         assert env.sender == "a@example.org"
         await ch.close()
-    finally:
-        server.close()
-        svc.syncer.close()
 
 
 async def test_concurrent_messages_fsync_in_worker_threads(daemon_context, tmp_path, monkeypatch):
-    svc, qdir = _service(daemon_context)
-    synced = []
-    real_fsync = svc.syncer.fsync
+    async with served(daemon_context, tmp_path) as (svc, qdir, path):
+        synced = []
+        real_fsync = svc.syncer.fsync
 
-    def counting_fsync(fd):
-        # The file is complete and ready before its fsync is asked for.
-        st = os.fstat(fd)
-        synced.append((st.st_mode & 0o777, st.st_size))
-        return real_fsync(fd)
+        def counting_fsync(fd):
+            # The file is complete and ready before its fsync is asked for.
+            st = os.fstat(fd)
+            synced.append((st.st_mode & 0o777, st.st_size))
+            return real_fsync(fd)
 
-    monkeypatch.setattr(svc.syncer, "fsync", counting_fsync)
-    path = str(tmp_path / "cleanup.sock")
-    server = await channel.serve(path, S.PROTOCOL, svc.handle)
-    try:
+        monkeypatch.setattr(svc.syncer, "fsync", counting_fsync)
         (ch1, q1), (ch2, q2) = await _open(path, 1), await _open(path, 2)
         assert (await _commit(ch1))["status"] == "ok"     # two in progress: a thread
         assert (await _commit(ch2))["status"] == "ok"     # the last one left: inline
@@ -84,36 +71,25 @@ async def test_concurrent_messages_fsync_in_worker_threads(daemon_context, tmp_p
             assert os.stat(p).st_mode & 0o777 == 0o700
         await ch1.close()
         await ch2.close()
-    finally:
-        server.close()
-        svc.syncer.close()
 
 
 async def test_a_failed_fsync_in_a_worker_is_a_4xx_and_takes_the_file_back(
         daemon_context, tmp_path, monkeypatch):
-    svc, qdir = _service(daemon_context)
-    real_fsync = svc.syncer.fsync
     # A descriptor whose fsync fails (EINVAL on a pipe), as a dying disk's would.
     pipe_r, pipe_w = os.pipe()
-
-    def failing_fsync(fd):
-        return real_fsync(pipe_r)
-
-    monkeypatch.setattr(svc.syncer, "fsync", failing_fsync)
-    path = str(tmp_path / "cleanup.sock")
-    server = await channel.serve(path, S.PROTOCOL, svc.handle)
     try:
-        (ch1, q1), (ch2, q2) = await _open(path, 1), await _open(path, 2)
-        reply = await _commit(ch1)
-        assert reply["status"] != "ok"
-        assert reply["reason"].startswith("4")
-        assert not os.path.exists(qfile.path_of(qdir, "incoming", q1))
-        assert (await _commit(ch2))["status"] == "ok"     # inline, not the worker
-        assert os.path.exists(qfile.path_of(qdir, "incoming", q2))
-        await ch1.close()
-        await ch2.close()
+        async with served(daemon_context, tmp_path) as (svc, qdir, path):
+            real_fsync = svc.syncer.fsync
+            monkeypatch.setattr(svc.syncer, "fsync", lambda fd: real_fsync(pipe_r))
+            (ch1, q1), (ch2, q2) = await _open(path, 1), await _open(path, 2)
+            reply = await _commit(ch1)
+            assert reply["status"] != "ok"
+            assert reply["reason"].startswith("4")
+            assert not os.path.exists(qfile.path_of(qdir, "incoming", q1))
+            assert (await _commit(ch2))["status"] == "ok"     # inline, not the worker
+            assert os.path.exists(qfile.path_of(qdir, "incoming", q2))
+            await ch1.close()
+            await ch2.close()
     finally:
-        server.close()
-        svc.syncer.close()
         os.close(pipe_r)
         os.close(pipe_w)

@@ -9,7 +9,6 @@ them is ever seen by a queue reader (they are not ready).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from fulmar.ipc import channel
 from fulmar.queue import qfile
 from cleanup import service as S
+from cleanup_served import served
 
 
 def _incoming(qdir):
@@ -30,21 +30,6 @@ async def _open(path, n):
     return ch, reply["queue_id"]
 
 
-@contextlib.asynccontextmanager
-async def _served(daemon_context, tmp_path):
-    """A CleanupService serving on a socket: (svc, qdir, path); the
-    server and the spare thread are shut down however the test ends."""
-    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
-    svc = S.CleanupService(ctx)
-    path = str(tmp_path / "cleanup.sock")
-    server = await channel.serve(path, S.PROTOCOL, svc.handle)
-    try:
-        yield svc, qdir, path
-    finally:
-        server.close()
-        svc.syncer.close()
-
-
 async def _spares(svc, n):
     for _ in range(200):
         if len(svc.spares) >= n:
@@ -54,7 +39,7 @@ async def _spares(svc, n):
 
 
 async def test_open_takes_a_spare_and_stop_removes_them(daemon_context, tmp_path):
-    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
+    async with served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(3)
         spare_ids = await _spares(svc, 3)
         assert _incoming(qdir) == sorted(spare_ids)
@@ -98,7 +83,7 @@ async def test_a_fill_that_ends_after_stop_leaves_nothing(daemon_context):
 async def test_an_abort_before_any_record_keeps_the_file_for_the_next_open(daemon_context, tmp_path):
     # smtpd opens at MAIL FROM; when no recipient is accepted it aborts
     # without having sent a record, and the queue ID was never logged.
-    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
+    async with served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(1)
         (spare,) = await _spares(svc, 1)
         ch, q1 = await _open(path, 1)
@@ -182,7 +167,7 @@ async def _reserving(path):
 async def test_a_queue_id_is_reserved_for_the_connections_next_open(daemon_context, tmp_path):
     # smtpd asks for it (reserve_next); its next open names the reserved
     # queue ID and gets no answer: the next frame is the commit's answer.
-    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
+    async with served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(3)
         await _spares(svc, 3)
         ch = await channel.connect(path, protocol=S.PROTOCOL, timeout=5)
@@ -213,7 +198,7 @@ async def test_a_queue_id_is_reserved_for_the_connections_next_open(daemon_conte
 
 async def test_no_reservation_without_asking_and_a_wrong_one_closes_the_connection(daemon_context,
                                                                                      tmp_path):
-    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
+    async with served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(2)
         await _spares(svc, 2)
         ch, q1 = await _open(path, 1)                  # pickup, bounce: no reserve_next
@@ -232,7 +217,7 @@ async def test_no_reservation_without_asking_and_a_wrong_one_closes_the_connecti
 async def test_a_plain_open_gives_an_unused_reservation_back(daemon_context, tmp_path):
     # smtpd leaves a reservation it kept too long unused and opens the
     # plain way: the reserved spare is not lost, it is the next one taken.
-    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
+    async with served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(3)
         await _spares(svc, 3)
         ch, reserved = await _reserving(path)
@@ -248,7 +233,7 @@ async def test_a_stop_says_bye_where_a_reserved_open_may_be_on_its_way(daemon_co
     # holds a reservation gets a "bye", and an open that crossed it (smtpd
     # does not wait for an answer, so it could not retry it elsewhere) is
     # still served before the connection is closed.
-    async with _served(daemon_context, tmp_path) as (svc, qdir, path):
+    async with served(daemon_context, tmp_path) as (svc, qdir, path):
         svc.spares.want(3)
         await _spares(svc, 3)
         plain, _ = await _open(path, 1)
