@@ -358,10 +358,7 @@ class QueueWriter:
             if fd >= 0:
                 os.close(fd)
             if tmp_name:
-                try:
-                    os.unlink(tmp_name, dir_fd=top_fd if top_fd >= 0 else dir_fd)
-                except OSError:
-                    pass
+                _unlink_quietly(tmp_name, top_fd if top_fd >= 0 else dir_fd)
             if dir_fd >= 0:
                 os.close(dir_fd)
             raise
@@ -637,6 +634,12 @@ RECYCLE_RECOUNT = 32
 # Listed in recycle/, not yet tried.  create() runs in cleanup's event loop
 # and its spare thread: list.pop() and slice assignment are atomic.
 _recycled_names: list[str] = []
+# (directory, mtime) of recycle/ when it was last listed empty: while its
+# mtime stays so, nothing was renamed in and a stat() saves the listing
+# (mail arriving while nothing is delivered would list it per message).
+# A rename in within the same clock tick as that listing leaves the mtime
+# alone: the file waits for the next one, nothing is lost.
+_listed_empty: tuple[str, int] | None = None
 
 
 def _take_recycled(queue_dir: str, top_fd: int, tmp_name: str, mode: int) -> tuple[int, int]:
@@ -686,11 +689,16 @@ def _take_recycled(queue_dir: str, top_fd: int, tmp_name: str, mode: int) -> tup
             return fd, st.st_ino
         if listed:
             break
+        global _listed_empty
         try:
+            seen = (directory, os.stat(directory).st_mtime_ns)
+            if seen == _listed_empty:
+                break
             names = os.listdir(directory)
         except OSError:
             break
         if not names:
+            _listed_empty = seen
             break
         _recycled_names[:] = names
     return -1, 0

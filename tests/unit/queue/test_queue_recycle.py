@@ -17,6 +17,7 @@ def qdir(tmp_path, monkeypatch):
     layout.create(d)
     # A listing left by another test's queue directory must not leak in.
     monkeypatch.setattr(qfile, "_recycled_names", [])
+    monkeypatch.setattr(qfile, "_listed_empty", None)
     return d
 
 
@@ -171,4 +172,25 @@ def test_disabled_recycling_removes_and_create_without_reuse_makes_new_files(qdi
     qfile.Recycler(qdir, True).give("active", a)
     w = qfile.QueueWriter.create(qdir)                # reuse=False: a new inode
     assert _recycled(qdir) == [a]
+    w.abort()
+
+
+def test_an_empty_recycle_is_not_listed_again_until_it_changes(qdir, monkeypatch):
+    """Mail arriving while nothing is delivered: a stat, not a listing, per
+    new file; a file given back (a new mtime on recycle/) is found."""
+    monkeypatch.setattr(qfile, "_listed_empty", None)
+    listings = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(qfile.os, "listdir", lambda p: listings.append(p) or real_listdir(p))
+    for _ in range(3):
+        qfile.QueueWriter.create(qdir, reuse=True).abort()
+    assert len(listings) == 1
+    qid, ino = _delivered(qdir)
+    rdir = os.path.join(qdir, "recycle")
+    old = os.stat(rdir).st_mtime_ns
+    qfile.Recycler(qdir, True).give("active", qid)
+    # (the directory's mtime moves in clock ticks: make sure it moved)
+    os.utime(rdir, ns=(old + 10**9, old + 10**9))
+    w = qfile.QueueWriter.create(qdir, reuse=True)
+    assert os.stat(w.path).st_ino == ino
     w.abort()
