@@ -49,7 +49,11 @@ DESCRIPTION
        `ok`, and smtpd's 250, still wait for the fsync).  If that fsync
        fails, the client is told 4xx while the message may already be on
        its way: a duplicate when the client sends it again, never a loss
-       (docs/deviations.md).
+       (docs/deviations.md).  A wakeup never waits for qmgr: without a
+       connection (the first message, or qmgr restarted) the answer goes
+       out and the wakeup follows once a new connection is made
+       (`trigger_timeout`), so a stopped or busy qmgr delays delivery,
+       not the client.
 
     Results: `ok`, `reject` (bad envelope, too many hops: 5xx),
     `toolarge` (552), `diskfull` (452), `tempfail` (451). smtpd maps them to
@@ -109,6 +113,10 @@ SPARE_BATCH = 3
 # served (smtpd sends it without waiting for an answer, so it could not
 # be retried elsewhere).
 BYE_GRACE = 2.0
+
+# Wakeups kept while cleanup connects to qmgr (wakeup_qmgr); beyond
+# that, the last one asks qmgr to scan incoming/ instead.
+UNSENT_MAX = 100
 
 # Origins whose mail gets missing headers added, as Postfix does for
 # locally submitted mail (local_header_rewrite_clients covers loopback).
@@ -506,6 +514,11 @@ class CleanupService:
         self.idle_timeout = cfg.get("max_idle")
         self.ipc_timeout = cfg.get("ipc_timeout")
         self.qmgr: ipc.Channel | None = None
+        # wakeup_qmgr(): the connection being made in the background, the
+        # wakeups waiting for it, and how long a connect may take.
+        self.connecting: asyncio.Task | None = None
+        self.unsent: list[str] = []
+        self.trigger_timeout = cfg.get("trigger_timeout")
         self.active = 0
         # Commits' fsyncs run there, off the event loop, while several
         # messages are in progress.
@@ -599,8 +612,9 @@ class CleanupService:
                         served += 1
                         # qmgr first: the message's delivery waits for the
                         # wakeup, and qmgr's work then overlaps smtpd's 250.
+                        # Never waited for (wakeup_qmgr).
                         if status == STATUS_OK and not done.woken:
-                            await self.wakeup_qmgr(done.queue_id)
+                            self.wakeup_qmgr(done.queue_id)
                         answer = {"id": done.req_id, "status": status,
                                   "reason": reason, "queue_id": done.queue_id}
                         if done.reserve_next and not self.stopping:
@@ -691,8 +705,9 @@ class CleanupService:
         return sub
 
     def wakeup_now(self, queue_id: str) -> bool:
-        """wakeup_qmgr() without waiting: False when there is no connection
-        to qmgr (the caller then calls wakeup_qmgr(), which makes one)."""
+        """Tell qmgr about a new file on the connection cleanup keeps:
+        False when there is none or it is broken (the caller then calls
+        wakeup_qmgr(), which makes one)."""
         if self.qmgr is None:
             return False
         try:
@@ -703,27 +718,45 @@ class CleanupService:
             return False
         return True
 
-    async def wakeup_qmgr(self, queue_id: str) -> None:
-        """Tell qmgr about a new file; a failure only delays delivery.
+    def wakeup_qmgr(self, queue_id: str) -> None:
+        """Tell qmgr about a new file, without waiting for anything.
 
-        qmgr also scans incoming/ on start and periodically, so a lost
-        wakeup never loses mail.
+        On the connection cleanup keeps; when there is none, or it is
+        broken (qmgr restarted), a new one is made in the background and
+        the wakeup goes out on it.  Never in the way of a commit's answer:
+        a qmgr that is stopped or busy accepts the connection and says
+        nothing, for up to $trigger_timeout (Postfix's time limit for
+        triggers), and every message in between would wait for it.  A
+        failure only delays delivery: qmgr scans incoming/ when it starts
+        and periodically, so a lost wakeup never loses mail.
         """
-        for attempt in (1, 2):
-            if self.qmgr is None:
-                try:
-                    self.qmgr = await ipc.connect(self.ctx.service_path("qmgr"), protocol="qmgr",
-                                                  timeout=self.ipc_timeout)
-                except (OSError, ipc.ChannelError, asyncio.TimeoutError):
-                    continue
-            if self.wakeup_now(queue_id):
-                return
-            # A broken connection (qmgr restarted): a new one, once.
-            try:
-                await self.qmgr.close()
-            except Exception:
-                pass
+        if self.wakeup_now(queue_id):
+            return
+        if self.qmgr is not None:
+            self.qmgr.abort()
             self.qmgr = None
+        if len(self.unsent) < UNSENT_MAX:
+            self.unsent.append(queue_id)
+        else:
+            self.unsent[-1] = ""        # too many: a wakeup that asks for a scan
+        if self.connecting is None:
+            self.connecting = asyncio.get_running_loop().create_task(self._connect_qmgr())
+
+    async def _connect_qmgr(self) -> None:
+        """Connect to qmgr and send the wakeups that waited for it."""
+        try:
+            ch = await ipc.connect(self.ctx.service_path("qmgr"), protocol="qmgr",
+                                   timeout=self.trigger_timeout)
+        except (OSError, ipc.ChannelError, asyncio.TimeoutError):
+            self.unsent.clear()         # qmgr's scans find them
+            return
+        finally:
+            self.connecting = None
+        self.qmgr = ch
+        unsent, self.unsent = self.unsent, []
+        for queue_id in unsent:
+            if not self.wakeup_now(queue_id):
+                break               # broken at once: the next message tries again
 
 
 def _text(data: bytes) -> str:
@@ -751,6 +784,6 @@ async def serve(ctx) -> None:
     # Let messages being received finish; smtpd sessions end on their own
     # timeouts, so bound the wait.
     deadline = time.monotonic() + 10
-    while (service.active or service.byes) and time.monotonic() < deadline:
+    while (service.active or service.byes or service.connecting) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     service.syncer.close()

@@ -1,17 +1,22 @@
 """cleanup.service: qmgr's wakeup goes out before smtpd's commit reply,
-and for a message committed on the event loop before its fsync.
+and for a message committed on the event loop before its fsync; and it
+never waits for qmgr: without a connection the answer goes first.
 
 The message's delivery waits for the wakeup, and qmgr's first steps then
 overlap smtpd's 250 (docs/performance.md, item 18) and the disk's write
-(item 50).
+(item 50).  A stopped or busy qmgr accepts a connection and says nothing;
+the client must not wait for it.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
 import os
+import socket
 
-from fulmar.ipc import channel
+import pytest
+
+from fulmar.ipc import channel, frames
 from fulmar.queue import qfile
 from cleanup import service as S
 
@@ -50,7 +55,7 @@ async def test_wakeup_is_sent_before_the_commit_reply(daemon_context, tmp_path, 
     svc = S.CleanupService(ctx)
     order = []
 
-    async def wakeup_qmgr(queue_id):
+    def wakeup_qmgr(queue_id):
         order.append(("wakeup", queue_id))
     svc.wakeup_qmgr = wakeup_qmgr
     write_out = channel.Channel._write_out
@@ -97,20 +102,26 @@ async def test_a_serial_commit_wakes_qmgr_before_its_fsync(daemon_context, tmp_p
     path = str(tmp_path / "cleanup.sock")
     server = await channel.serve(path, S.PROTOCOL, svc.handle)
     try:
-        # The first message connects to qmgr after its commit; the second
-        # finds the connection and wakes qmgr before its fsync.
+        # The first message's wakeup goes out once a connection to qmgr is
+        # made, after the answer; the second finds the connection and
+        # wakes qmgr before its fsync.
         for n in (1, 2):
             del order[:]
             qid, reply = await _submit(path)
             assert reply["status"] == "ok"
+
+            def wakeups():
+                return [i for i, (kind, data) in enumerate(order)
+                        if kind == "write" and b'"wakeup"' in data and qid.encode() in data]
+            await _eventually(lambda: wakeups())
+            wakeup = wakeups()
             ino = os.stat(qfile.path_of(qdir, "incoming", qid)).st_ino
             fsync = order.index(("fsync", ino))
-            wakeup = [i for i, (kind, data) in enumerate(order)
-                      if kind == "write" and b'"wakeup"' in data and qid.encode() in data]
             answer = [i for i, (kind, data) in enumerate(order)
                       if kind == "write" and b'"status":"ok"' in data and b'"reason"' in data]
             assert len(wakeup) == 1 and len(answer) == 1
             assert (wakeup[0] < fsync) == (n == 2)
+            assert (wakeup[0] < answer[0]) == (n == 2)
             assert fsync < answer[0]
         await _eventually(lambda: len(woken) == 2)
         assert len(set(woken)) == 2
@@ -182,4 +193,56 @@ async def test_a_wakeup_after_qmgr_went_away_reconnects(daemon_context, tmp_path
     finally:
         server.close()
         qmgr.close()
+        svc.syncer.close()
+
+
+async def test_a_qmgr_that_says_nothing_delays_delivery_not_the_client(daemon_context, tmp_path):
+    """qmgr stopped (or busy) with its socket open: connections wait in its
+    backlog and get no hello.  Each commit is answered at once; cleanup
+    makes one connection, and sends every waiting wakeup once qmgr speaks."""
+    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n"
+                               "trigger_timeout = 60s\nipc_timeout = 60s\n")
+    svc = S.CleanupService(ctx)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(ctx.public_path("qmgr"))
+    listener.listen(8)
+    listener.setblocking(False)
+    path = str(tmp_path / "cleanup.sock")
+    server = await channel.serve(path, S.PROTOCOL, svc.handle)
+    loop = asyncio.get_running_loop()
+    conn = None
+    try:
+        # _submit waits 5 s for the answer: far less than the 60 s a
+        # connect to this qmgr could take.
+        ids = []
+        for _ in range(3):
+            qid, reply = await _submit(path)
+            assert reply["status"] == "ok"
+            ids.append(qid)
+        conn, _ = listener.accept()
+        with pytest.raises(BlockingIOError):
+            listener.accept()               # one connection, not one per message
+        conn.setblocking(False)
+        await loop.sock_sendall(conn, frames.encode_attr({"protocol": "qmgr", "version": 1}))
+        decoder, woken = frames.FrameDecoder(), []
+        async with asyncio.timeout(5):
+            while len(woken) < 3:
+                data = await loop.sock_recv(conn, 4096)
+                assert data
+                woken += [f.attrs["queue_id"] for f in decoder.feed(data)
+                          if f.attrs.get("request") == "wakeup"]
+        assert woken == ids
+        # The connection is kept: the next message's wakeup goes out on it
+        # before the answer.
+        qid, reply = await _submit(path)
+        assert reply["status"] == "ok"
+        async with asyncio.timeout(5):
+            frame, = decoder.feed(await loop.sock_recv(conn, 4096))
+        assert frame.attrs == {"request": "wakeup", "queue_id": qid}
+        svc.stop()
+    finally:
+        server.close()
+        listener.close()
+        if conn is not None:
+            conn.close()
         svc.syncer.close()
