@@ -196,21 +196,51 @@ async def test_a_wakeup_after_qmgr_went_away_reconnects(daemon_context, tmp_path
         svc.syncer.close()
 
 
+class _SilentQmgr:
+    """A qmgr socket nobody serves: connections wait in its backlog and get
+    no hello (qmgr stopped, or busy) until speak() answers the first."""
+
+    def __init__(self, path):
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(8)
+        self.listener.setblocking(False)
+        self.conn = None
+        self.decoder = frames.FrameDecoder()
+
+    async def speak(self):
+        """Accept the first waiting connection and send qmgr's hello."""
+        self.conn, _ = self.listener.accept()
+        self.conn.setblocking(False)
+        await asyncio.get_running_loop().sock_sendall(
+            self.conn, frames.encode_attr({"protocol": "qmgr", "version": 1}))
+
+    async def wakeups(self, n):
+        """The queue IDs of the next n wakeups on that connection."""
+        woken = []
+        async with asyncio.timeout(5):
+            while len(woken) < n:
+                data = await asyncio.get_running_loop().sock_recv(self.conn, 4096)
+                assert data
+                woken += [f.attrs["queue_id"] for f in self.decoder.feed(data)
+                          if f.attrs.get("request") == "wakeup"]
+        return woken
+
+    def close(self):
+        self.listener.close()
+        if self.conn is not None:
+            self.conn.close()
+
+
 async def test_a_qmgr_that_says_nothing_delays_delivery_not_the_client(daemon_context, tmp_path):
-    """qmgr stopped (or busy) with its socket open: connections wait in its
-    backlog and get no hello.  Each commit is answered at once; cleanup
-    makes one connection, and sends every waiting wakeup once qmgr speaks."""
+    """Each commit is answered at once; cleanup makes one connection, and
+    sends every waiting wakeup once qmgr speaks."""
     ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n"
                                "trigger_timeout = 60s\nipc_timeout = 60s\n")
     svc = S.CleanupService(ctx)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(ctx.public_path("qmgr"))
-    listener.listen(8)
-    listener.setblocking(False)
+    qmgr = _SilentQmgr(ctx.public_path("qmgr"))
     path = str(tmp_path / "cleanup.sock")
     server = await channel.serve(path, S.PROTOCOL, svc.handle)
-    loop = asyncio.get_running_loop()
-    conn = None
     try:
         # _submit waits 5 s for the answer: far less than the 60 s a
         # connect to this qmgr could take.
@@ -219,30 +249,40 @@ async def test_a_qmgr_that_says_nothing_delays_delivery_not_the_client(daemon_co
             qid, reply = await _submit(path)
             assert reply["status"] == "ok"
             ids.append(qid)
-        conn, _ = listener.accept()
+        await qmgr.speak()
         with pytest.raises(BlockingIOError):
-            listener.accept()               # one connection, not one per message
-        conn.setblocking(False)
-        await loop.sock_sendall(conn, frames.encode_attr({"protocol": "qmgr", "version": 1}))
-        decoder, woken = frames.FrameDecoder(), []
-        async with asyncio.timeout(5):
-            while len(woken) < 3:
-                data = await loop.sock_recv(conn, 4096)
-                assert data
-                woken += [f.attrs["queue_id"] for f in decoder.feed(data)
-                          if f.attrs.get("request") == "wakeup"]
-        assert woken == ids
-        # The connection is kept: the next message's wakeup goes out on it
-        # before the answer.
+            qmgr.listener.accept()          # one connection, not one per message
+        assert await qmgr.wakeups(3) == ids
+        # The connection is kept: the next message's wakeup goes out on it.
         qid, reply = await _submit(path)
         assert reply["status"] == "ok"
-        async with asyncio.timeout(5):
-            frame, = decoder.feed(await loop.sock_recv(conn, 4096))
-        assert frame.attrs == {"request": "wakeup", "queue_id": qid}
+        assert await qmgr.wakeups(1) == [qid]
         svc.stop()
     finally:
         server.close()
-        listener.close()
-        if conn is not None:
-            conn.close()
+        qmgr.close()
+        svc.syncer.close()
+
+
+async def test_wakeups_beyond_the_bound_become_one_scan_request(daemon_context, tmp_path,
+                                                                monkeypatch):
+    """While the connection is being made at most UNSENT_MAX wakeups wait;
+    the last of them then asks qmgr to scan incoming/ (queue_id "", which
+    qmgr takes as a scan request), so none is lost and memory is bounded."""
+    monkeypatch.setattr(S, "UNSENT_MAX", 2)
+    ctx, qdir = daemon_context("cleanup", "myhostname = mx.example.com\n")
+    svc = S.CleanupService(ctx)
+    qmgr = _SilentQmgr(ctx.public_path("qmgr"))
+    path = str(tmp_path / "cleanup.sock")
+    server = await channel.serve(path, S.PROTOCOL, svc.handle)
+    try:
+        ids = [(await _submit(path))[0] for _ in range(4)]
+        assert svc.unsent == [ids[0], ""]
+        await qmgr.speak()
+        assert await qmgr.wakeups(2) == [ids[0], ""]
+        assert svc.unsent == []
+        svc.stop()
+    finally:
+        server.close()
+        qmgr.close()
         svc.syncer.close()

@@ -359,3 +359,18 @@ async def test_a_scan_looks_at_a_bounded_number_of_files_per_turn(daemon_context
         qm.scan_more = False
     assert turns == [3, 6, 7]
     assert not qm.messages and len(set(looked_at)) == 7
+
+
+async def test_a_wakeup_without_a_queue_id_asks_for_a_scan(daemon_context, tmp_path):
+    # cleanup sends queue_id "" when more wakeups waited for its
+    # connection than it keeps (cleanup.service.UNSENT_MAX).
+    qm, qdir = _qm(daemon_context)
+    qm.incoming_wanted = False
+    server, ch = await _wake(qm, tmp_path, "", lambda: qm.incoming_wanted)
+    try:
+        assert qm.incoming_wanted is True
+        assert qm.kick.is_set()
+        assert qm.messages == {}
+    finally:
+        await ch.close()
+        server.close()
