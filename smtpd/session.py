@@ -1079,23 +1079,31 @@ class Session(asyncio.Protocol):
         return reply
 
     async def _etrn(self, site: str) -> Reply:
+        """Postfix's replies and warnings (smtpd.c etrn_cmd, whose fast
+        flush service is qmgr here): no enhanced status codes."""
         from smtpd.policy import DomainList
         if not DomainList(self.svc.fast_flush, True).match(site):
-            return Reply(459, "4.7.1", f"<{site}>: service unavailable")
+            self.svc.log("warning", "reject: ETRN %.100s... from %s", site, self._namaddr())
+            return Reply(459, "", f"<{site}>: service unavailable")
         try:
             from fulmar.ipc import channel
+            # A trigger, as cleanup's wakeups: bounded by trigger_timeout, so
+            # that a stopped or busy qmgr (its socket open, no hello) costs
+            # the client seconds and a 458, not $ipc_timeout.
             ch = await channel.connect(self.svc.cfg.get("queue_directory") + "/public/qmgr",
-                                       protocol="qmgr", timeout=self.svc.pool.timeout)
+                                       protocol="qmgr", timeout=self.svc.cfg.get("trigger_timeout"))
             try:
                 await ch.send_attr({"request": "flush_site", "site": site})
                 await ch.flush()
             finally:
                 await ch.close(timeout=1.0)
         except Exception:
-            return Reply(458, "4.3.0", f"Unable to queue messages for node {site}")
+            self.svc.log("warning", "unable to talk to fast flush service")
+            return ETRN_UNAVAILABLE
         return R.ETRN_QUEUED
 
 
+ETRN_UNAVAILABLE = Reply(458, "", "Unable to queue messages")
 TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to local problem")
 
 

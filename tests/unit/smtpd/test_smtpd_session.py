@@ -18,7 +18,11 @@ class FakeCfg:
         "smtpd_client_port_logging": False, "ipc_timeout": 5,
         "smtpd_forbid_bare_newline_exclusions": [], "fast_flush_domains": [],
         "smtpd_peername_lookup": False, "queue_directory": "/nonexistent",
+        "trigger_timeout": 5,
     }
+
+    def __init__(self, **overrides):
+        self.values = {**FakeCfg.values, **overrides}
 
     def get(self, name):
         return self.values[name]
@@ -81,21 +85,24 @@ class FakeCleanup:
                     break
 
 
-@pytest.fixture
-async def env(tmp_path):
-    cleanup = FakeCleanup()
-    path = str(tmp_path / "cleanup")
-    server = await channel.serve(path, "cleanup", cleanup.handler)
-    logs = []
-    cfg = FakeCfg()
+def _service(cfg, path, logs):
     pol = Policy(PolicySettings(
         mynetworks=["127.0.0.0/8"], mydestination=[HOST], myorigin=HOST, relay_domains=[],
         virtual_alias_domains=[], virtual_mailbox_domains=[], parent_domain_matches_subdomains=[],
         client_restrictions=[], helo_restrictions=[], sender_restrictions=[],
         relay_restrictions=["permit_mynetworks", "reject_unauth_destination"],
         recipient_restrictions=[], data_restrictions=[]))
-    svc = Service(cfg, path, log=lambda level, fmt, *a: logs.append((level, fmt % a)),
-                  policy=pol, settings=make_settings())
+    return Service(cfg, path, log=lambda level, fmt, *a: logs.append((level, fmt % a)),
+                   policy=pol, settings=make_settings())
+
+
+@pytest.fixture
+async def env(tmp_path):
+    cleanup = FakeCleanup()
+    path = str(tmp_path / "cleanup")
+    server = await channel.serve(path, "cleanup", cleanup.handler)
+    logs = []
+    svc = _service(FakeCfg(), path, logs)
     yield svc, cleanup, logs
     server.close()
     await svc.pool.close()
@@ -605,3 +612,74 @@ async def test_a_bye_before_the_commit_reply_is_skipped(env):
     await reply(r)
     w.close()
     await disconnected(logs)
+
+
+@pytest.fixture
+async def etrn(tmp_path):
+    """A Service whose queue is tmp_path, fast flush for example.org, and
+    trigger_timeout 0.2 s (ipc_timeout 30 s, far longer than reply()
+    waits)."""
+    (tmp_path / "public").mkdir()
+    cfg = FakeCfg(queue_directory=str(tmp_path), fast_flush_domains=["example.org"],
+                  trigger_timeout=0.2, ipc_timeout=30)
+    logs = []
+    svc = _service(cfg, str(tmp_path / "cleanup"), logs)
+    svc.logs = logs
+    yield svc, str(tmp_path / "public" / "qmgr")
+    await svc.pool.close()
+
+
+async def _etrn(svc, site):
+    r, w = await greeted(svc)
+    w.write(b"ETRN " + site.encode() + b"\r\n")
+    answer = await reply(r)
+    w.close()
+    return answer
+
+
+async def test_etrn_asks_qmgr_to_flush_the_site(etrn):
+    svc, qmgr_path = etrn
+    got = []
+
+    async def qmgr(ch):
+        got.append(await ch.recv_attr(timeout=5))
+    server = await channel.serve(qmgr_path, "qmgr", qmgr)
+    try:
+        assert await _etrn(svc, "example.org") == ["250 Queuing started"]
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        assert got == [{"request": "flush_site", "site": "example.org"}]
+    finally:
+        server.close()
+
+
+# Postfix 3.7's texts, as its smtpd sends them (no enhanced status code
+# even after EHLO) and logs them.
+
+async def test_etrn_for_a_site_without_fast_flush_is_refused(etrn):
+    svc, _ = etrn
+    assert await _etrn(svc, "#example.net") == ["459 <example.net>: service unavailable"]
+    assert ("warning", "reject: ETRN example.net... from unknown[203.0.113.9]") in svc.logs
+
+
+async def test_etrn_without_qmgr_gives_458(etrn):
+    svc, _ = etrn
+    assert await _etrn(svc, "example.org") == ["458 Unable to queue messages"]
+    assert ("warning", "unable to talk to fast flush service") in svc.logs
+
+
+async def test_etrn_to_a_silent_qmgr_gives_458_after_trigger_timeout(etrn):
+    """qmgr stopped with its socket open: the connection waits in the
+    backlog without a hello.  The client gets its 458 after
+    trigger_timeout (0.2 s), not after ipc_timeout (30 s: reply() gives
+    up after 5)."""
+    svc, qmgr_path = etrn
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(qmgr_path)
+    listener.listen(8)
+    try:
+        assert await _etrn(svc, "example.org") == ["458 Unable to queue messages"]
+    finally:
+        listener.close()
