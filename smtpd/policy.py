@@ -8,6 +8,7 @@ SYNOPSIS
     pol = Policy(PolicySettings.from_config(cfg), resolve_domain=None)
     reply = await pol.check_rcpt(client, sender, recipient)   # Reply | None (accept)
     reply = await pol.check_data(client, sender, rcpt_count)  # Reply | None
+    reply = await pol.check_etrn(client, domain)              # Reply | None
     pol.is_destination("user@example.com") -> bool
     pol.in_mynetworks("192.0.2.1") -> bool
     reject_log_line(qid, "RCPT", client, reply, sender, recipient) -> str
@@ -21,14 +22,18 @@ DESCRIPTION
     list; a permit moves on to the next list, a reject ends everything.
     smtpd_data_restrictions are evaluated at DATA.  (smtpd_delay_reject =
     no is not implemented: the lists are still evaluated at RCPT, which is
-    stricter, never looser.)
+    stricter, never looser.)  At ETRN, as Postfix's smtpd_check_etrn():
+    smtpd_client_restrictions, smtpd_helo_restrictions, then
+    smtpd_etrn_restrictions, whose generic reject reads
+    `554 5.7.1 <domain>: Etrn command rejected: Access denied`.
 
     Restrictions: permit, reject, defer, permit_mynetworks,
     permit_sasl_authenticated, reject_unauth_destination,
     defer_unauth_destination, reject_unknown_recipient_domain,
     reject_unknown_sender_domain, reject_non_fqdn_sender,
     reject_non_fqdn_recipient, check_client_access, check_helo_access,
-    check_sender_access, check_recipient_access.  Unknown names are a
+    check_sender_access, check_recipient_access, check_etrn_access (the
+    ETRN domain and its parent domains).  Unknown names are a
     configuration error: the request gets 451 4.3.5 Server configuration
     error and a warning is logged, as Postfix does.
 
@@ -74,7 +79,7 @@ from fulmar.tables.cidr import parse_network
 PERMIT, DUNNO, REJECT = "permit", "dunno", "reject"
 
 _ACCESS_CHECKS = ("check_client_access", "check_helo_access", "check_sender_access",
-                  "check_recipient_access")
+                  "check_recipient_access", "check_etrn_access")
 _LOGIN_MISMATCH = frozenset({"reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
                              "reject_known_sender_login_mismatch",
                              "reject_unauthenticated_sender_login_mismatch"})
@@ -82,6 +87,7 @@ _RELAY_GUARDS = frozenset({"reject_unauth_destination", "defer_unauth_destinatio
 
 CLIENT_CLASS, HELO_CLASS = "Client host", "Helo command"
 SENDER_CLASS, RCPT_CLASS, DATA_CLASS = "Sender address", "Recipient address", "Data command"
+ETRN_CLASS = "Etrn command"
 
 CONFIG_ERROR = Reply(451, "4.3.5", "Server configuration error")
 
@@ -267,6 +273,7 @@ class PolicySettings:
     access_map_defer_code: int = 450
     reject_code: int = 554
     defer_code: int = 450
+    etrn_restrictions: list[str] = field(default_factory=list)
     cfg: object = field(default=None, repr=False)
 
     @classmethod
@@ -296,6 +303,7 @@ class PolicySettings:
             relay_restrictions=lst("smtpd_relay_restrictions"),
             recipient_restrictions=lst("smtpd_recipient_restrictions"),
             data_restrictions=lst("smtpd_data_restrictions"),
+            etrn_restrictions=lst("smtpd_etrn_restrictions"),
             relay_domains_reject_code=cfg.get("relay_domains_reject_code"),
             unknown_address_reject_code=cfg.get("unknown_address_reject_code"),
             non_fqdn_reject_code=cfg.get("non_fqdn_reject_code"),
@@ -322,10 +330,12 @@ def reply_for(code: int, detail: str, text: str) -> Reply:
 class _Ctx:
     """One request: who, what, and the defer_if_permit reply held back."""
 
-    def __init__(self, client: Client, sender: A.Path | None, recipient: A.Path | None):
+    def __init__(self, client: Client, sender: A.Path | None, recipient: A.Path | None,
+                 etrn: str | None = None):
         self.client = client
         self.sender = sender
         self.recipient = recipient
+        self.etrn = etrn                # the ETRN domain, at ETRN
         self.defer_if_permit: Reply | None = None
 
 
@@ -351,6 +361,7 @@ class Policy:
             "relay": parse_restrictions(settings.relay_restrictions),
             "recipient": parse_restrictions(settings.recipient_restrictions),
             "data": parse_restrictions(settings.data_restrictions),
+            "etrn": parse_restrictions(settings.etrn_restrictions),
         }
         self.relay_guarded = any(name in _RELAY_GUARDS for name, _ in
                                  self.lists["relay"] + self.lists["recipient"])
@@ -430,6 +441,19 @@ class Policy:
             return reply
         return ctx.defer_if_permit
 
+    async def check_etrn(self, client: Client, domain: str) -> Reply | None:
+        """ETRN domain: the client and HELO lists (smtpd_delay_reject),
+        then smtpd_etrn_restrictions."""
+        ctx = _Ctx(client, None, None, etrn=domain)
+        for name in ("client", "helo", "etrn"):
+            restrictions = self.lists[name]
+            if not restrictions:
+                continue
+            verdict, reply = await self._eval_list(restrictions, ctx)
+            if verdict == REJECT:
+                return reply
+        return ctx.defer_if_permit
+
     async def _eval_list(self, restrictions, ctx: _Ctx) -> tuple[str, Reply | None]:
         for name, arg in restrictions:
             verdict, reply = await self._eval_one(name, arg, ctx)
@@ -491,6 +515,8 @@ class Policy:
     def _generic(self, code: int, detail: str, ctx: _Ctx) -> Reply:
         if ctx.recipient is not None:
             subject, klass = f"<{_shown(ctx.recipient)}>", RCPT_CLASS
+        elif ctx.etrn is not None:
+            subject, klass = f"<{ctx.etrn}>", ETRN_CLASS
         else:
             subject, klass = "<DATA>", DATA_CLASS
         return reply_for(code, detail, f"{subject}: {klass} rejected: Access denied")
@@ -541,6 +567,11 @@ class Policy:
                 return DUNNO, None
             keys = domain_keys(client.helo, self.access_parent_matches)
             subject, klass = f"<{client.helo}>", HELO_CLASS
+        elif name == "check_etrn_access":
+            if ctx.etrn is None:
+                return DUNNO, None
+            keys = domain_keys(ctx.etrn, self.access_parent_matches)
+            subject, klass = f"<{ctx.etrn}>", ETRN_CLASS
         else:
             path = ctx.sender if name == "check_sender_access" else ctx.recipient
             if path is None:

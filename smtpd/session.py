@@ -1079,9 +1079,14 @@ class Session(asyncio.Protocol):
         return reply
 
     async def _etrn(self, site: str) -> Reply:
-        """Postfix's replies and warnings (smtpd.c etrn_cmd, whose fast
-        flush service is qmgr here): no enhanced status codes."""
+        """smtpd_etrn_restrictions first, then Postfix's replies and
+        warnings (smtpd.c etrn_cmd, whose fast flush service is qmgr
+        here): no enhanced status codes."""
         from smtpd.policy import DomainList
+        reply = await self.svc.policy.check_etrn(self.client, site)
+        if reply is not None:
+            self._log_info("%s", reject_log_line(None, "ETRN", self.client, reply, None, None))
+            return reply
         if not DomainList(self.svc.fast_flush, True).match(site):
             self.svc.log("warning", "reject: ETRN %.100s... from %s", site, self._namaddr())
             return Reply(459, "", f"<{site}>: service unavailable")

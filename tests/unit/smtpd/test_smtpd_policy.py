@@ -203,3 +203,30 @@ def test_network_list_caches_literal_networks_but_not_tables():
     table.found = True
     assert with_table.match("192.0.2.1") is True
     assert with_table.match("127.0.0.1") is True
+
+
+def etrn(pol, client, domain):
+    return asyncio.run(pol.check_etrn(client, domain))
+
+
+def test_etrn_restrictions(tmp_path):
+    # None by default: fast_flush_domains alone decides (smtpd.session).
+    assert etrn(policy(), OUTSIDE, "example.org") is None
+    pol = policy(etrn_restrictions=["permit_mynetworks", "reject"])
+    assert etrn(pol, INSIDE, "example.org") is None
+    assert str(etrn(pol, OUTSIDE, "example.org")) == \
+        "554 5.7.1 <example.org>: Etrn command rejected: Access denied"
+    # check_etrn_access: the domain, then its parents.
+    (tmp_path / "etrn").write_text(".example.org REJECT not from here\nok.example.org OK\n")
+    pol = policy(etrn_restrictions=["check_etrn_access", f"texthash:{tmp_path}/etrn"])
+    assert str(etrn(pol, OUTSIDE, "a.example.org")) == \
+        "554 5.7.1 <a.example.org>: Etrn command rejected: not from here"
+    assert etrn(pol, OUTSIDE, "ok.example.org") is None
+    assert etrn(pol, OUTSIDE, "example.net") is None
+    # The client and HELO lists apply at ETRN too (smtpd_delay_reject).
+    pol = policy(client_restrictions=["check_client_access", "inline:{203.0.113.9=REJECT}"])
+    assert str(etrn(pol, OUTSIDE, "example.org")) == \
+        "554 5.7.1 <unknown[203.0.113.9]>: Client host rejected: Access denied"
+    # ...and the recipient list does not (nor does relay control).
+    pol = policy(recipient_restrictions=["reject"])
+    assert etrn(pol, OUTSIDE, "example.org") is None

@@ -85,13 +85,14 @@ class FakeCleanup:
                     break
 
 
-def _service(cfg, path, logs):
+def _service(cfg, path, logs, etrn_restrictions=()):
     pol = Policy(PolicySettings(
         mynetworks=["127.0.0.0/8"], mydestination=[HOST], myorigin=HOST, relay_domains=[],
         virtual_alias_domains=[], virtual_mailbox_domains=[], parent_domain_matches_subdomains=[],
         client_restrictions=[], helo_restrictions=[], sender_restrictions=[],
         relay_restrictions=["permit_mynetworks", "reject_unauth_destination"],
-        recipient_restrictions=[], data_restrictions=[]))
+        recipient_restrictions=[], data_restrictions=[],
+        etrn_restrictions=list(etrn_restrictions)))
     return Service(cfg, path, log=lambda level, fmt, *a: logs.append((level, fmt % a)),
                    policy=pol, settings=make_settings())
 
@@ -623,7 +624,8 @@ async def etrn(tmp_path):
     cfg = FakeCfg(queue_directory=str(tmp_path), fast_flush_domains=["example.org"],
                   trigger_timeout=0.2, ipc_timeout=30)
     logs = []
-    svc = _service(cfg, str(tmp_path / "cleanup"), logs)
+    svc = _service(cfg, str(tmp_path / "cleanup"), logs,
+                   etrn_restrictions=["check_etrn_access", "inline:{{denied.example.org=REJECT}}"])
     svc.logs = logs
     yield svc, str(tmp_path / "public" / "qmgr")
     await svc.pool.close()
@@ -683,3 +685,13 @@ async def test_etrn_to_a_silent_qmgr_gives_458_after_trigger_timeout(etrn):
         assert await _etrn(svc, "example.org") == ["458 Unable to queue messages"]
     finally:
         listener.close()
+
+
+async def test_etrn_restrictions_come_first(etrn):
+    """smtpd_etrn_restrictions decide before fast_flush_domains (Postfix's
+    order), and a reject is logged as Postfix's NOQUEUE line."""
+    svc, _ = etrn          # check_etrn_access rejects denied.example.org
+    assert await _etrn(svc, "denied.example.org") == [
+        "554 5.7.1 <denied.example.org>: Etrn command rejected: Access denied"]
+    assert ("info", "NOQUEUE: reject: ETRN from unknown[203.0.113.9]: 554 5.7.1 "
+            "<denied.example.org>: Etrn command rejected: Access denied; proto=ESMTP helo=<c>") in svc.logs
