@@ -9,6 +9,7 @@ SYNOPSIS
     reply = await pol.check_rcpt(client, sender, recipient)   # Reply | None (accept)
     reply = await pol.check_data(client, sender, rcpt_count)  # Reply | None
     reply = await pol.check_etrn(client, domain)              # Reply | None
+    reply = await pol.check_eod(client, sender)               # Reply | None
     pol.is_destination("user@example.com") -> bool
     pol.in_mynetworks("192.0.2.1") -> bool
     reject_log_line(qid, "RCPT", client, reply, sender, recipient) -> str
@@ -26,6 +27,9 @@ DESCRIPTION
     smtpd_client_restrictions, smtpd_helo_restrictions, then
     smtpd_etrn_restrictions, whose generic reject reads
     `554 5.7.1 <domain>: Etrn command rejected: Access denied`.
+    smtpd_end_of_data_restrictions are evaluated at the end of the
+    message, before it is queued: `<END-OF-MESSAGE>: End-of-data
+    rejected: Access denied`.
 
     Restrictions: permit, reject, defer, permit_mynetworks,
     permit_sasl_authenticated, reject_unauth_destination,
@@ -88,6 +92,7 @@ _RELAY_GUARDS = frozenset({"reject_unauth_destination", "defer_unauth_destinatio
 CLIENT_CLASS, HELO_CLASS = "Client host", "Helo command"
 SENDER_CLASS, RCPT_CLASS, DATA_CLASS = "Sender address", "Recipient address", "Data command"
 ETRN_CLASS = "Etrn command"
+EOD_CLASS = "End-of-data"
 
 CONFIG_ERROR = Reply(451, "4.3.5", "Server configuration error")
 
@@ -274,6 +279,7 @@ class PolicySettings:
     reject_code: int = 554
     defer_code: int = 450
     etrn_restrictions: list[str] = field(default_factory=list)
+    end_of_data_restrictions: list[str] = field(default_factory=list)
     cfg: object = field(default=None, repr=False)
 
     @classmethod
@@ -304,6 +310,7 @@ class PolicySettings:
             recipient_restrictions=lst("smtpd_recipient_restrictions"),
             data_restrictions=lst("smtpd_data_restrictions"),
             etrn_restrictions=lst("smtpd_etrn_restrictions"),
+            end_of_data_restrictions=lst("smtpd_end_of_data_restrictions"),
             relay_domains_reject_code=cfg.get("relay_domains_reject_code"),
             unknown_address_reject_code=cfg.get("unknown_address_reject_code"),
             non_fqdn_reject_code=cfg.get("non_fqdn_reject_code"),
@@ -331,11 +338,12 @@ class _Ctx:
     """One request: who, what, and the defer_if_permit reply held back."""
 
     def __init__(self, client: Client, sender: A.Path | None, recipient: A.Path | None,
-                 etrn: str | None = None):
+                 etrn: str | None = None, eod: bool = False):
         self.client = client
         self.sender = sender
         self.recipient = recipient
         self.etrn = etrn                # the ETRN domain, at ETRN
+        self.eod = eod                  # at the end of the message
         self.defer_if_permit: Reply | None = None
 
 
@@ -362,6 +370,7 @@ class Policy:
             "recipient": parse_restrictions(settings.recipient_restrictions),
             "data": parse_restrictions(settings.data_restrictions),
             "etrn": parse_restrictions(settings.etrn_restrictions),
+            "eod": parse_restrictions(settings.end_of_data_restrictions),
         }
         self.relay_guarded = any(name in _RELAY_GUARDS for name, _ in
                                  self.lists["relay"] + self.lists["recipient"])
@@ -437,6 +446,20 @@ class Policy:
             return None
         ctx = _Ctx(client, sender, None)
         verdict, reply = await self._eval_list(self.lists["data"], ctx)
+        if verdict == REJECT:
+            return reply
+        return ctx.defer_if_permit
+
+    @property
+    def eod_restricted(self) -> bool:
+        """smtpd_end_of_data_restrictions has something to evaluate."""
+        return bool(self.lists["eod"])
+
+    async def check_eod(self, client: Client, sender: A.Path | None) -> Reply | None:
+        if not self.eod_restricted:
+            return None
+        ctx = _Ctx(client, sender, None, eod=True)
+        verdict, reply = await self._eval_list(self.lists["eod"], ctx)
         if verdict == REJECT:
             return reply
         return ctx.defer_if_permit
@@ -517,6 +540,8 @@ class Policy:
             subject, klass = f"<{_shown(ctx.recipient)}>", RCPT_CLASS
         elif ctx.etrn is not None:
             subject, klass = f"<{ctx.etrn}>", ETRN_CLASS
+        elif ctx.eod:
+            subject, klass = "<END-OF-MESSAGE>", EOD_CLASS
         else:
             subject, klass = "<DATA>", DATA_CLASS
         return reply_for(code, detail, f"{subject}: {klass} rejected: Access denied")

@@ -572,6 +572,9 @@ class Session(asyncio.Protocol):
         self._counted = False
         self.txn: CleanupTransaction | None = None
         self.sender: A.Path | None = None
+        # The transaction's first accepted recipient: Postfix's DATA and
+        # END-OF-MESSAGE reject lines name it (to=) when it is the only one.
+        self.first_rcpt: A.Path | None = None
         self.mail_params: A.MailParams | None = None
         self.first_rcpt: str = ""
         self._tls_early: bytearray | None = None   # decrypted bytes during a handshake
@@ -990,7 +993,13 @@ class Session(asyncio.Protocol):
         await self.txn.record(b"R", rec.encode("utf-8", "surrogateescape"))
         if self.txn.failed is not None:
             return self.txn.failed
+        if self.proto.rcpt_count == 0:
+            self.first_rcpt = e.path
         return None
+
+    def _only_rcpt(self) -> A.Path | None:
+        """The recipient, when the transaction has exactly one."""
+        return self.first_rcpt if self.proto.rcpt_count == 1 else None
 
     def _logged_queue_id(self) -> str | None:
         """The queue ID once logged (first accepted recipient), else None
@@ -1033,7 +1042,7 @@ class Session(asyncio.Protocol):
                 await txn.settle()      # the queue ID for the log line
             self._log_info("%s", reject_log_line(self._logged_queue_id(),
                                                  "BDAT" if e.bdat else "DATA",
-                                                 self.client, reply, self.sender, None))
+                                                 self.client, reply, self.sender, self._only_rcpt()))
             return reply
         if txn is None:
             return R.QUEUE_WRITE_ERROR
@@ -1062,13 +1071,21 @@ class Session(asyncio.Protocol):
 
     async def _data_end(self, e: P.DataEnd) -> Reply:
         txn, self.txn = self.txn, None
-        self.sender = None
+        sender, self.sender = self.sender, None
         if e.error is not None:
             if txn is not None:
                 await txn.abort()
             return e.error
         if txn is None:
             return R.QUEUE_WRITE_ERROR
+        if self.svc.policy.eod_restricted:
+            reply = await self.svc.policy.check_eod(self.client, sender)
+            if reply is not None:
+                await txn.settle()      # the queue ID for the log line
+                self._log_info("%s", reject_log_line(txn.queue_id or None, "END-OF-MESSAGE",
+                                                     self.client, reply, sender, self._only_rcpt()))
+                await txn.abort()
+                return reply
         reply = await txn.commit()
         if reply.code >= 400:
             if txn.error is not None:       # the open failed after the 354

@@ -230,3 +230,19 @@ def test_etrn_restrictions(tmp_path):
     # ...and the recipient list does not (nor does relay control).
     pol = policy(recipient_restrictions=["reject"])
     assert etrn(pol, OUTSIDE, "example.org") is None
+
+
+def eod(pol, client, sender="a@b.test"):
+    return asyncio.run(pol.check_eod(client, A.Path(sender)))
+
+
+def test_end_of_data_restrictions():
+    assert not policy().eod_restricted
+    assert eod(policy(), OUTSIDE) is None
+    pol = policy(end_of_data_restrictions=["permit_mynetworks", "reject"])
+    assert pol.eod_restricted
+    assert eod(pol, INSIDE) is None
+    assert str(eod(pol, OUTSIDE)) == "554 5.7.1 <END-OF-MESSAGE>: End-of-data rejected: Access denied"
+    pol = policy(end_of_data_restrictions=["check_sender_access", "inline:{{a@b.test=550 5.7.0 nope}}"])
+    assert str(eod(pol, OUTSIDE)) == "550 5.7.0 <a@b.test>: Sender address rejected: nope"
+    assert eod(pol, OUTSIDE, sender="c@d.test") is None

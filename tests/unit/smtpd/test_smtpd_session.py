@@ -695,3 +695,47 @@ async def test_etrn_restrictions_come_first(etrn):
         "554 5.7.1 <denied.example.org>: Etrn command rejected: Access denied"]
     assert ("info", "NOQUEUE: reject: ETRN from unknown[203.0.113.9]: 554 5.7.1 "
             "<denied.example.org>: Etrn command rejected: Access denied; proto=ESMTP helo=<c>") in svc.logs
+
+
+async def test_end_of_data_restrictions_reject_before_the_message_is_queued(env):
+    """smtpd_end_of_data_restrictions: the message is not committed (cleanup
+    gets an abort), the client gets the reject, the session goes on."""
+    svc, cleanup, logs = env
+    svc.policy.lists["eod"] = [("reject", None)]
+    r, w = await greeted(svc)
+    await accepted(r, w, data=True)
+    w.write(b"Subject: t\r\n\r\nbody\r\n.\r\n")
+    assert (await reply(r)) == ["554 5.7.1 <END-OF-MESSAGE>: End-of-data rejected: Access denied"]
+    svc.policy.lists["eod"] = []
+    await accepted(r, w, data=True)
+    w.write(b"Subject: t\r\n\r\nbody\r\n.\r\n")
+    assert (await reply(r)) == ["250 2.0.0 Ok: queued as QID2"]
+    w.close()
+    await disconnected(logs)
+    assert cleanup.aborted == 1 and len(cleanup.messages) == 1
+    # As Postfix 3.7 logs it: to= names the only recipient.
+    assert ("info", "QID1: reject: END-OF-MESSAGE from unknown[203.0.113.9]: 554 5.7.1 <END-OF-MESSAGE>: "
+            f"End-of-data rejected: Access denied; from=<a@b.test> to=<u@{HOST}> proto=ESMTP helo=<c>") in logs
+
+
+async def test_a_data_reject_names_the_recipient_when_it_is_the_only_one(env):
+    """Postfix 3.7's DATA reject line: to=<...> with one recipient, none
+    with two (checked against it)."""
+    svc, cleanup, logs = env
+    svc.policy.lists["data"] = [("reject", None)]
+    r, w = await greeted(svc)
+    await accepted(r, w)
+    w.write(b"DATA\r\n")
+    assert (await reply(r))[0].startswith("554 5.7.1 <DATA>: Data command rejected")
+    w.write(b"RSET\r\n")
+    await reply(r)
+    await accepted(r, w)
+    w.write(b"RCPT TO:<v@" + HOST.encode() + b">\r\nDATA\r\n")
+    assert (await reply(r)) == ["250 2.1.5 Ok"]
+    assert (await reply(r))[0].startswith("554 5.7.1 <DATA>: Data command rejected")
+    w.close()
+    await disconnected(logs)
+    lines = [m for _, m in logs if ": reject: DATA from " in m]
+    assert len(lines) == 2
+    assert lines[0].endswith(f"Access denied; from=<a@b.test> to=<u@{HOST}> proto=ESMTP helo=<c>")
+    assert lines[1].endswith("Access denied; from=<a@b.test> proto=ESMTP helo=<c>")
