@@ -576,7 +576,6 @@ class Session(asyncio.Protocol):
         # END-OF-MESSAGE reject lines name it (to=) when it is the only one.
         self.first_rcpt: A.Path | None = None
         self.mail_params: A.MailParams | None = None
-        self.first_rcpt: str = ""
         self._tls_early: bytearray | None = None   # decrypted bytes during a handshake
         self._handshake: asyncio.Task | None = None  # wrapper mode: started in connection_made
 
@@ -903,7 +902,7 @@ class Session(asyncio.Protocol):
 
     def _mail_from(self, e: P.MailFrom) -> None:
         self.sender, self.mail_params = e.path, e.params
-        self.first_rcpt = ""
+        self.first_rcpt = None
         self.proto.respond(None)
 
     async def _start_tls(self, started: asyncio.Task | None = None) -> bool:
