@@ -413,13 +413,9 @@ class Policy:
         if not self.relay_guarded:
             return CONFIG_ERROR
         ctx = _Ctx(client, sender, recipient)
-        for name in ("client", "helo", "sender", "relay", "recipient"):
-            restrictions = self.lists[name]
-            if not restrictions:        # (most are empty: no coroutine for them)
-                continue
-            verdict, reply = await self._eval_list(restrictions, ctx)
-            if verdict == REJECT:
-                return reply
+        reply = await self._rejected(ctx, ("client", "helo", "sender", "relay", "recipient"))
+        if reply is not None:
+            return reply
         if self.s.cfg is not None and self.s.cfg.get("smtpd_reject_unlisted_recipient"):
             unlisted = self._unlisted_recipient(recipient)
             if unlisted is not None:
@@ -445,10 +441,7 @@ class Policy:
         if not self.data_restricted:
             return None
         ctx = _Ctx(client, sender, None)
-        verdict, reply = await self._eval_list(self.lists["data"], ctx)
-        if verdict == REJECT:
-            return reply
-        return ctx.defer_if_permit
+        return await self._rejected(ctx, ("data",)) or ctx.defer_if_permit
 
     @property
     def eod_restricted(self) -> bool:
@@ -459,23 +452,25 @@ class Policy:
         if not self.eod_restricted:
             return None
         ctx = _Ctx(client, sender, None, eod=True)
-        verdict, reply = await self._eval_list(self.lists["eod"], ctx)
-        if verdict == REJECT:
-            return reply
-        return ctx.defer_if_permit
+        return await self._rejected(ctx, ("eod",)) or ctx.defer_if_permit
 
     async def check_etrn(self, client: Client, domain: str) -> Reply | None:
         """ETRN domain: the client and HELO lists (smtpd_delay_reject),
         then smtpd_etrn_restrictions."""
         ctx = _Ctx(client, None, None, etrn=domain)
-        for name in ("client", "helo", "etrn"):
+        return await self._rejected(ctx, ("client", "helo", "etrn")) or ctx.defer_if_permit
+
+    async def _rejected(self, ctx: _Ctx, names: tuple[str, ...]) -> Reply | None:
+        """The named lists in order: the first reject's reply, else None
+        (the caller then answers ctx.defer_if_permit, None or held back)."""
+        for name in names:
             restrictions = self.lists[name]
-            if not restrictions:
+            if not restrictions:        # (most are empty: no coroutine for them)
                 continue
             verdict, reply = await self._eval_list(restrictions, ctx)
             if verdict == REJECT:
                 return reply
-        return ctx.defer_if_permit
+        return None
 
     async def _eval_list(self, restrictions, ctx: _Ctx) -> tuple[str, Reply | None]:
         for name, arg in restrictions:

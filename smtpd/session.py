@@ -1105,7 +1105,7 @@ class Session(asyncio.Protocol):
             return reply
         if not DomainList(self.svc.fast_flush, True).match(site):
             self.svc.log("warning", "reject: ETRN %.100s... from %s", site, self._namaddr())
-            return Reply(459, "", f"<{site}>: service unavailable")
+            return R.etrn_denied(site)
         try:
             from fulmar.ipc import channel
             # A trigger, as cleanup's wakeups: bounded by trigger_timeout, so
@@ -1120,11 +1120,10 @@ class Session(asyncio.Protocol):
                 await ch.close(timeout=1.0)
         except Exception:
             self.svc.log("warning", "unable to talk to fast flush service")
-            return ETRN_UNAVAILABLE
+            return R.ETRN_UNAVAILABLE
         return R.ETRN_QUEUED
 
 
-ETRN_UNAVAILABLE = Reply(458, "", "Unable to queue messages")
 TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to local problem")
 
 

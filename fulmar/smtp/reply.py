@@ -107,6 +107,12 @@ RCPT_OK = Reply(250, "2.1.5", "Ok")
 DATA_GO_AHEAD = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 HELP = Reply(214, "2.0.0", "Ok")  # XXX Postfix has no HELP (502 5.5.2); issue 3 lists it.
 ETRN_QUEUED = Reply(250, "", "Queuing started")
+# Postfix's ETRN replies carry no enhanced status code (smtpd.c etrn_cmd).
+ETRN_UNAVAILABLE = Reply(458, "", "Unable to queue messages")
+
+
+def etrn_denied(site: str) -> Reply:
+    return Reply(459, "", f"<{site}>: service unavailable")
 
 
 def queued_as(queue_id: str) -> Reply:

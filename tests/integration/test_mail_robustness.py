@@ -1,8 +1,8 @@
 """The mail path under attack and under failure (issue 3).
 
 End-of-data smuggling over a raw socket, a 20 MB message and 8-bit content
-compared by hash, kill -9 of daemons during a stream of messages, and
-`postfix reload` during a stream.  Everything is real: a Fulmar started
+compared by hash, kill -9 of daemons during a stream of messages,
+`postfix reload` during a stream, and a stopped qmgr.  Everything is real: a Fulmar started
 with `postfix start`, the session's knotd, and an in-process sink on the
 A record of nomx.test.
 """
@@ -310,3 +310,26 @@ def test_reload_during_stream_loses_nothing(dns_server, alloc, smtp_sink, fulmar
     inst.wait_log(r"postfix/master\[\d+\]: reload -- version \S+, configuration ", count=2)
     inst.wait_log(r"postfix/qmgr\[\d+\]: \w+: removed$", count=100)
     _check_pflogsumm(inst, delivered=range(100, 101), received=100)
+
+
+def test_a_stopped_qmgr_delays_delivery_not_the_client(dns_server, alloc, smtp_sink,
+                                                       fulmar_instance):
+    """qmgr stopped (SIGSTOP) before the first message: cleanup has no
+    connection to it yet, and qmgr's socket accepts one and never says
+    hello.  The client still gets its 250 at once (before, cleanup waited
+    for that hello, up to ipc_timeout, and the client got 451 or gave up);
+    once qmgr runs again the wakeup that waited reaches it and the message
+    is delivered (qmgr's own scan of incoming/ would take queue_run_delay)."""
+    inst, sink = setup_nomx(dns_server, alloc, smtp_sink, fulmar_instance,
+                            main_cf={"ipc_timeout": "60s", "queue_run_delay": "1h"})
+    (qmgr,) = wait_pids(inst, "qmgr")
+    os.kill(qmgr, signal.SIGSTOP)
+    try:
+        data = make_message("stopped1", "sender@a.test", ["rcpt@nomx.test"])
+        with smtplib.SMTP(*inst.smtp_addr, timeout=20) as c:
+            qid = send_on(c, "sender@a.test", ["rcpt@nomx.test"], data)
+    finally:
+        os.kill(qmgr, signal.SIGCONT)
+    (m,) = sink.wait_for(1, timeout=TIMEOUT)
+    assert b"X-Test-Token: stopped1\r\n" in m.data
+    inst.wait_log(rf"postfix/qmgr\[\d+\]: {qid}: removed$", timeout=TIMEOUT)
