@@ -61,6 +61,10 @@ class HeaderProcessor:
         self.headers: list[tuple[bytes, bytes]] = []  # (lower name, full text) of tracked headers
         self.hops = 0
         self.header_bytes = 0
+        # Held only until the end of the header section: the callback is
+        # usually a method of the object that owns this processor, and a
+        # reference kept after that would make every message a reference
+        # cycle (garbage left to the collector, docs/performance.md item 58).
         self._complete_cb: Callable[[], bytes] | None = None
         self._appended = False
         self.rewrite: Callable[[bytes, bytes], bytes] | None = None
@@ -73,10 +77,10 @@ class HeaderProcessor:
         `complete` is called once, at the end of the header section, and
         returns the headers to append (CRLF lines), or b"".
         """
-        if complete is not None:
-            self._complete_cb = complete
         if not self.in_headers:
             return data
+        if complete is not None:
+            self._complete_cb = complete
         buf = self.pending + data if self.pending else data
         self.pending = b""
         out: list[bytes] = []
@@ -98,10 +102,10 @@ class HeaderProcessor:
 
     def finish(self, complete: Callable[[], bytes] | None = None) -> bytes:
         """End of content: flush a header still being built, append missing headers."""
-        if complete is not None:
-            self._complete_cb = complete
         out: list[bytes] = []
         if self.in_headers:
+            if complete is not None:
+                self._complete_cb = complete
             tail = self.pending
             self.pending = b""
             if tail:
@@ -173,9 +177,10 @@ class HeaderProcessor:
     def _end_headers(self, out: list[bytes]) -> None:
         self._flush_current(out)
         self.in_headers = False
-        if not self._appended and self._complete_cb is not None:
+        complete, self._complete_cb = self._complete_cb, None
+        if not self._appended and complete is not None:
             self._appended = True
-            out.append(self._complete_cb())
+            out.append(complete())
 
     def header_value(self, name: bytes) -> bytes | None:
         """The unfolded value of the first tracked header `name`, if any."""
