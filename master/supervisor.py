@@ -383,6 +383,7 @@ class Master:
                          for p in plans}
         log.info("daemon started -- version %s, configuration %s", MAIL_VERSION,
                  settings.config_dir)
+        self._warn_unimplemented(cfg, specs)
         if self.detach:
             self._detach_stdio()
 
@@ -626,6 +627,7 @@ class Master:
             log.error("%s -- keeping the current configuration", e)
             return
         log.setup(cfg, PROCESS_NAME)
+        self._warn_unimplemented(cfg, specs)
         self.settings = settings
         for rt in self.services.values():
             self._unwatch(rt)
@@ -723,6 +725,13 @@ class Master:
             self.lock_fd = None
 
     # ---- logging -----------------------------------------------------------
+
+    def _warn_unimplemented(self, cfg, specs) -> None:
+        """Settings Fulmar accepts and ignores (params.NOT_IMPLEMENTED): an
+        admin who moved a main.cf with header_checks or a milter must hear
+        that they do nothing, once per start or reload."""
+        for text in config.unimplemented(cfg, specs):
+            self._warn("%s", text)
 
     def _warn(self, fmt: str, *args) -> None:
         if self.logging:

@@ -169,6 +169,10 @@ class Script:
         """quiet (start): master logs unimplemented services itself."""
         for warning in getattr(self.cfg, "warnings", []):
             sys.stderr.write(f"{PROGRAM}: warning: {warning}\n")
+        if not quiet:
+            # (start: master logs these itself.)
+            for warning in config.unimplemented(self.cfg, self.specs):
+                sys.stderr.write(f"{PROGRAM}: warning: {warning}\n")
         try:
             extra = services.parse_extra_commands(os.environ.get(services.EXTRA_COMMANDS_ENV))
         except ValueError as e:

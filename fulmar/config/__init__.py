@@ -14,6 +14,7 @@ SYNOPSIS
     cfg.transport_param("smtp", "destination_concurrency_limit") -> typed
     cfg.is_set(name), cfg.param(name), cfg.location(name), cfg.names()
     cfg.config_dir, cfg.main_cf_path, cfg.warnings
+    config.unimplemented(cfg, services=()) -> ["path:line: ...", ...]
     config.ConfigError
 
 DESCRIPTION
@@ -36,6 +37,14 @@ DESCRIPTION
     in cfg.warnings; warnings never stop a load.  Callers print each with
     their own "warning: " prefix.
 
+    unimplemented() lists the settings Fulmar accepts but ignores: each
+    main.cf assignment, and each master.cf `-o` of the given services
+    (fulmar.config.mastercf.Service), that sets a name in
+    params.NOT_IMPLEMENTED to other than its default, as "path:line:
+    parameter N is not implemented by Fulmar: the setting has no effect".
+    master logs them at start and reload, `postfix check` prints them;
+    they are not in cfg.warnings, so postconf stays quiet about them.
+
     Raw parameters (Postfix's forward_path, mailbox_command, luser_relay and
     a few filters) are never expanded by get(): their consumers expand
     them with their own macros.
@@ -56,7 +65,8 @@ if TYPE_CHECKING:
 
 from fulmar.config.maincf import (Assignment, ConfigError, convert, expand_text,
                                   read_main_cf, referenced_names, split_list)
-from fulmar.config.params import PARAMS, Param, split_transport_name, transport_param_spec
+from fulmar.config.params import (NOT_IMPLEMENTED, PARAMS, Param, split_transport_name,
+                                  transport_param_spec)
 
 __all__ = ["load", "Config", "ConfigError", "DEFAULT_CONFIG_DIR", "RAW_PARAMS"]
 
@@ -302,3 +312,28 @@ def load(config_dir: str | None = None,
     cfg.warnings = warnings
     cfg.validate()
     return cfg
+
+
+def unimplemented(cfg: Config, services: Iterable = ()) -> list[str]:
+    """Warnings for settings Fulmar ignores (module docstring)."""
+    out: list[str] = []
+    defaults = cfg.defaults_only()
+    for name in sorted(NOT_IMPLEMENTED):
+        if cfg.is_set(name) and cfg.get(name) != defaults.get(name):
+            out.append(_unimplemented_text(cfg.location(name) or "override", name))
+    for spec in services:
+        for name, value in spec.overrides.items():
+            if name not in NOT_IMPLEMENTED:
+                continue
+            try:
+                changed = cfg.with_overrides({name: value}).get(name) != defaults.get(name)
+            except ConfigError:
+                changed = True      # a bad value: master reports it when it starts the service
+            if changed:
+                out.append(_unimplemented_text(f"{spec.path}:{spec.lineno}: service {spec.name}",
+                                               name))
+    return out
+
+
+def _unimplemented_text(where: str, name: str) -> str:
+    return f"{where}: parameter {name} is not implemented by Fulmar: the setting has no effect"

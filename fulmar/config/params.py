@@ -1190,3 +1190,25 @@ def _build() -> dict[str, Param]:
 
 
 PARAMS: dict[str, Param] = _build()
+
+# Parameters that an admin sets to change what happens to mail, and that
+# Fulmar accepts but does not implement (yet): a main.cf or master.cf -o
+# that sets one to other than its default gets a warning from master at
+# start and reload and from `postfix check` (fulmar.config.unimplemented;
+# docs/deviations.md, "Parameters accepted but not implemented").
+NOT_IMPLEMENTED = frozenset({
+    # content inspection
+    "header_checks", "mime_header_checks", "nested_header_checks", "body_checks",
+    "smtp_header_checks", "smtp_mime_header_checks", "smtp_nested_header_checks",
+    "smtp_body_checks", "lmtp_header_checks", "lmtp_mime_header_checks",
+    "lmtp_nested_header_checks", "lmtp_body_checks", "milter_header_checks",
+    "message_reject_characters", "message_strip_characters",
+    "content_filter", "smtpd_proxy_filter", "smtpd_command_filter",
+    "smtpd_milters", "non_smtpd_milters",
+    # client rate limits (Postfix's anvil)
+    "smtpd_client_connection_rate_limit", "smtpd_client_message_rate_limit",
+    "smtpd_client_recipient_rate_limit", "smtpd_client_new_tls_session_rate_limit",
+    # others
+    "smtpd_reject_unlisted_sender", "queue_minfree", "in_flow_delay",
+    "smtp_bind_address", "smtp_bind_address6",
+})

@@ -361,6 +361,28 @@ def test_reload_adds_and_removes_services(make_instance):
     wait_for(port1_down, what="the removed listener to close")
 
 
+def test_master_warns_of_settings_it_ignores(make_instance):
+    # An admin who brought header_checks or a content filter along must
+    # hear that they do nothing: in the mail log, at start and at reload.
+    host = ALLOCATOR.host()
+    port = ALLOCATOR.port(host)
+    inst = make_instance(f"{host}:{port} inet n - n - 1 dummy"
+                         f" -o content_filter=smtp:[127.0.0.1]:10025\n",
+                         {"header_checks": "regexp:/etc/postfix/header_checks",
+                          "body_checks": ""})
+    inst.start()
+    text = "is not implemented by Fulmar: the setting has no effect"
+    inst.wait_log(rf"postfix/master\[\d+\]: warning: \S+/main\.cf:\d+: "
+                  rf"parameter header_checks {text}")
+    inst.wait_log(rf"postfix/master\[\d+\]: warning: \S+/master\.cf:1: service {host}:{port}: "
+                  rf"parameter content_filter {text}")
+    assert "body_checks" not in inst.log()        # set to its default
+    assert inst.log().count("parameter header_checks") == 1
+    assert inst.postfix("reload").returncode == 0
+    wait_for(lambda: inst.log().count("parameter header_checks") == 2,
+             what="the warning again at reload")
+
+
 def test_postfix_check(make_instance):
     inst = make_instance("smtp inet n - n - - smtpd\n")
     r = inst.postfix("check")

@@ -102,3 +102,13 @@ def test_check_reports_unimplemented_commands(confdir, capsys):
     (confdir / "master.cf").write_text("tlsmgr unix - - n 1000? 1 tlsmgr\n")
     assert postfix.main(["-c", str(confdir), "check"]) == 0
     assert "warning: service tlsmgr: command tlsmgr is not implemented" in capsys.readouterr().err
+
+
+def test_check_reports_settings_fulmar_ignores(confdir, capsys):
+    with open(confdir / "main.cf", "a") as f:
+        f.write("\nheader_checks = regexp:/etc/postfix/header_checks\n")
+    line = len((confdir / "main.cf").read_text().splitlines())
+    assert postfix.main(["-c", str(confdir), "check"]) == 0
+    assert capsys.readouterr().err == (
+        f"postfix: warning: {confdir}/main.cf:{line}: parameter header_checks is not "
+        "implemented by Fulmar: the setting has no effect\n")

@@ -285,3 +285,27 @@ def test_missing_config_directory_is_an_error(tmp_path):
         config.load(str(missing))
     assert str(e.value) == f"open {missing}/main.cf: No such file or directory"
     assert config.load(str(tmp_path)).get("mail_name") == "Postfix"   # empty dir: defaults
+
+
+def test_settings_fulmar_ignores_are_listed_with_file_and_line(tmp_path):
+    from fulmar.config.mastercf import parse_master_cf
+    write(tmp_path, "smtp inet n - n - - smtpd\n"
+                    "  -o content_filter=amavis:[127.0.0.1]:10024\n"
+                    "  -o smtpd_milters=\n"
+                    "submission inet n - n - - smtpd -o myhostname=x\n", "master.cf")
+    cfg = load(tmp_path, "header_checks = regexp:/etc/postfix/header_checks\n"
+                         "body_checks =\n"
+                         "in_flow_delay = 1s\n"
+                         "smtpd_milters = inet:localhost:8891\n"
+                         "myorigin = example.org\n")
+    specs = parse_master_cf(str(tmp_path / "master.cf"))
+    text = "is not implemented by Fulmar: the setting has no effect"
+    # Set to their defaults (body_checks, in_flow_delay, the master.cf
+    # smtpd_milters=): nothing to say.  Not in cfg.warnings: postconf is quiet.
+    assert config.unimplemented(cfg, specs) == [
+        f"{tmp_path}/main.cf:1: parameter header_checks {text}",
+        f"{tmp_path}/main.cf:4: parameter smtpd_milters {text}",
+        f"{tmp_path}/master.cf:1: service smtp: parameter content_filter {text}",
+    ]
+    assert cfg.warnings == []
+    assert config.unimplemented(load(tmp_path, "myorigin = example.org\n")) == []

@@ -129,3 +129,19 @@ def test_mynetworks_styles(tmp_path, monkeypatch):
     assert cfg["mynetworks"] == ["127.0.0.0/8", "10.1.0.0/16", "[::1]/128", "[fd00::]/64"]
     cfg = config.load(str(tmp_path), {"mynetworks_style": "class"})
     assert "10.0.0.0/8" in cfg["mynetworks"]
+
+
+def test_not_implemented_names_are_parameters_nothing_reads():
+    # The list behind master's "not implemented" warning (docs/deviations.md).
+    # A daemon that starts reading one of these must take it off the list,
+    # or admins are told that a working setting does nothing.
+    import pathlib
+    from fulmar.config.params import NOT_IMPLEMENTED
+    assert NOT_IMPLEMENTED <= PARAMS.keys()
+    root = pathlib.Path(__file__).resolve().parents[3]
+    sources = [p for d in ("fulmar", "master", "smtpd", "cleanup", "qmgr", "smtp_client",
+                           "local", "bounce") for p in (root / d).rglob("*.py")
+               if p.parts[-3:-1] != ("fulmar", "config")]
+    assert len(sources) > 50
+    text = "\n".join(p.read_text() for p in sources)
+    assert [n for n in sorted(NOT_IMPLEMENTED) if f'"{n}"' in text] == []
