@@ -92,6 +92,8 @@ FULL = {
     "serial_reps": SERIAL_REPS,
     "accept": [(1, 800, 1024), (20, 5000, 1024), (50, 5000, 1024), (20, 1000, 102400)],
     "e2e": (20, 5000, 1024),
+    # The target covers 100 KB messages end to end too.
+    "e2e_more": [(20, 1000, 102400)],
     "latency": (8, 50),           # alternated rounds, messages per round (comment above)
     "conns": [100, 1000, 10000],
     "queue": 100000,              # the figure; --queue-size for less
@@ -101,6 +103,7 @@ QUICK = {
     "reps": 3,
     "accept": [(20, 600, 1024)],
     "e2e": (20, 600, 1024),
+    "e2e_more": [],
     "latency": (2, 20),
     "conns": [100],
     "queue": 0,
@@ -310,21 +313,29 @@ class Bench:
                     log("%s %s: %.0f msg/s" % (name, inst.label, count / secs))
 
     def e2e(self) -> None:
-        sessions, count, length = self.plan["e2e"]
+        # The first (1 KB) run also gives the cpu/msg rows.
+        for i, (sessions, count, length) in enumerate([self.plan["e2e"], *self.plan["e2e_more"]]):
+            self._e2e(sessions, count, length, cpu=i == 0)
+
+    def _e2e(self, sessions: int, count: int, length: int, cpu: bool) -> None:
         name = "end-to-end throughput -s %d -l %d" % (sessions, length)
-        if not self.wanted(name) and not self.wanted("cpu"):
+        if not self.wanted(name) and not (cpu and self.wanted("cpu")):
             return
         for rep in range(self.plan["reps"]):
             for inst in self.alternating(rep):
                 base = inst.sent_count()
-                sampler = CpuSampler(inst)
-                sampler.start()
+                sampler = CpuSampler(inst) if cpu else None
+                if sampler is not None:
+                    sampler.start()
                 t0 = time.monotonic()
                 smtp_source(inst, sessions, count, length)
                 drain(inst, base + count)
                 secs = time.monotonic() - t0
-                used = sampler.stop()
                 self.add(name, "msg/s", inst, count / secs)
+                if sampler is None:
+                    log("%s %s: %.0f msg/s" % (name, inst.label, count / secs))
+                    continue
+                used = sampler.stop()
                 per_msg = 1000.0 / I.CLK_TCK / count
                 total = kernel = 0.0
                 for proc, (user, system) in sorted(used.items()):
