@@ -374,3 +374,34 @@ async def test_a_wakeup_without_a_queue_id_asks_for_a_scan(daemon_context, tmp_p
     finally:
         await ch.close()
         server.close()
+
+
+async def test_a_full_active_set_waits_for_room_without_spinning(daemon_context):
+    # A deferred/ pass cut short by the active limit stays due until it
+    # completes; run() used to wait for 0 s while the set was full, and so
+    # turned about 16 times per message delivered through a 100,000-message
+    # flush (docs/performance.md, item 61).  Now it waits for a finished
+    # message's kick.
+    import asyncio
+    qm, qdir = _qm(daemon_context, active_limit=1)
+    for _ in range(2):
+        qid = _message(qdir)
+        qfile.move(qdir, qid, "incoming", "deferred", sync=False)
+    stuck = asyncio.Event()
+
+    async def request(transport, req):
+        await stuck.wait()                  # the delivery never ends
+    qm.transports.request = request
+    turns = []
+    real_schedule = qm.schedule
+    qm.schedule = lambda now: (turns.append(now), real_schedule(now))
+    runner = asyncio.get_running_loop().create_task(qm.run())
+    try:
+        await asyncio.sleep(0.3)
+        assert len(qm.messages) == 1                 # full, one file still due
+        assert len(turns) < 10, f"{len(turns)} turns in 0.3 s while full"
+    finally:
+        runner.cancel()
+        for task in list(qm.tasks):
+            task.cancel()
+        await asyncio.gather(runner, *qm.tasks, return_exceptions=True)
