@@ -13,7 +13,8 @@ What it does (bench/README.md has the details and the JSON shape)
        (bench/instances.py), each relaying to its own smtp-sink, and starts
        both.
     3. Runs each workload against both, alternating which goes first, REPS
-       times; prints one table and writes bench/results/<UTC stamp>.json.
+       times (serial accept, -s 1: SERIAL_REPS shorter rounds); prints one
+       table and writes bench/results/<UTC stamp>.json.
     4. Stops everything it started (`postfix -c DIR stop`, the sinks by
        PID) and removes the base directory unless --keep.
 
