@@ -162,6 +162,10 @@ class _Printer:
             attr, value = qfile.decode_attr(data, offset)
             if attr == qfile.ATTR_CREATE_TIME and value.isdigit():
                 self._line(offset, rtype, f"{attr}: {_asctime(int(value))}")
+            elif attr == qfile.ATTR_QUEUE_ID:
+                # Fulmar's own, like the version record: -v shows it.
+                if self.o.verbose:
+                    self._line(offset, rtype, f"{name}: {attr}={value}")
             else:
                 self._line(offset, rtype, f"{name}: {attr}={value}")
         elif rtype in (rec.REC_RCPT, rec.REC_DONE):

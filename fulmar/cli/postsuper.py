@@ -200,11 +200,20 @@ class Super:
         from fulmar.queue import qfile
         if q == MAILDROP:
             return False
-        if q != INCOMING and not self._move(q, i, INCOMING):
+        path = qfile.path_of(self.queue_dir, INCOMING, i)
+        if q == INCOMING:
+            # A file there without the ready bit is one cleanup is still
+            # writing (or a recycled inode's old bytes: qfile), not a
+            # message: "ALL" never names it, and a named one is left alone.
+            try:
+                if not qfile.is_ready(os.stat(path).st_mode):
+                    return False
+            except FileNotFoundError:
+                return False
+        elif not self._move(q, i, INCOMING):
             return False
         # A file outside incoming/ is complete; one written before the
         # ready bit existed (mode 0600) would be skipped there as unready.
-        path = qfile.path_of(self.queue_dir, INCOMING, i)
         try:
             mode = stat.S_IMODE(os.stat(path).st_mode)
             if not qfile.is_ready(mode):

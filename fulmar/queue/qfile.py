@@ -44,16 +44,26 @@ message's file ahead of time.
 
 Inode recycling (Fulmar's, on ext2/3/4 without a journal only: see
 fsinfo): qmgr disposes of a delivered file with ``Recycler.give()``
-instead of ``remove()``: it is renamed into recycle/ and emptied, and
+instead of ``remove()``: it is renamed into recycle/, and
 ``create(reuse=True)`` first claims one from there (renamed to its
-dot-file name, emptied, made not ready, its mtime set) before it makes a
-new one, so that the file system neither frees nor allocates an inode per
-message.  On ext4 without a journal an allocation under load scans every
-inode of the group freed in the last minute (recently_deleted()), 0.3-0.6
-ms of kernel CPU per message here (docs/performance.md, item 54).  The
-queue ID still comes from the inode and the time read while the file holds
-it, so IDs stay unique among existing files; an inode's IDs differ in
-their time, as when the file system reuses an inode.
+dot-file name, made not ready, its mtime set) before it makes a new one,
+so that the file system neither frees nor allocates an inode per
+message.  A file of at most
+RECYCLE_KEEP bytes keeps its blocks: the next message is written over
+the old one's bytes and seal() cuts the file to the new length, so that
+no block is freed or allocated either (docs/performance.md, item 62).
+The old bytes stay only in recycle/ (0700) and in a not-ready file in
+incoming/, which no reader takes; and they never read as a message under
+the new name, even after a crash that put the new file's ready bit and
+length on disk but not its bytes (ext4 without a journal orders
+nothing): every file names its queue ID in an attribute, which
+read_envelope() checks (ATTR_QUEUE_ID).  On ext4 without a journal an
+allocation under load scans every inode of the group freed in the last
+minute (recently_deleted()), 0.3-0.6 ms of kernel CPU per message here
+(docs/performance.md, item 54).  The queue ID still comes from the inode
+and the time read while the file holds it, so IDs stay unique among
+existing files; an inode's IDs differ in their time, as when the file
+system reuses an inode.
 
 Interface::
 
@@ -139,6 +149,11 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 ATTR_CREATE_TIME = "create_time"
 _ATTR_CREATE_TIME_B = ATTR_CREATE_TIME.encode()
+# Fulmar's: the queue ID the file was written under.  read_envelope()
+# takes a file whose attribute names another ID for corrupt: a recycled
+# inode's old message (module docstring).  Not in Envelope.attrs.
+ATTR_QUEUE_ID = "queue_id"
+_ATTR_QUEUE_ID_B = ATTR_QUEUE_ID.encode() + b"="
 
 # Bits of the size record's flags field.
 FLAG_DELAY_WARNED = 1    # the delay_warning_time notice was sent (Postfix: W record cleared)
@@ -309,6 +324,7 @@ class QueueWriter:
         self._flushed = 0               # bytes already written to the file
         self._content_offset = 0
         self._file_size = 0             # set by seal()
+        self._stale = 0                 # bytes of a recycled file's old message
 
     @classmethod
     def create(cls, queue_dir: str, queue_name: str = layout.QUEUE_INCOMING,
@@ -326,9 +342,10 @@ class QueueWriter:
         try:
             pid = os.getpid()
             fd = -1
+            stale = 0
             if reuse:
                 tmp_name = f".{pid}.{next(_dot_counter)}"
-                fd, ino = _take_recycled(queue_dir, top_fd, tmp_name, mode & ~READY_BIT)
+                fd, ino, stale = _take_recycled(queue_dir, top_fd, tmp_name, mode & ~READY_BIT)
             if fd < 0:
                 tmp_name = ""       # (none was made)
                 fd, tmp_name = _create_dot_file(top_fd, top, pid, mode & ~READY_BIT)
@@ -367,6 +384,7 @@ class QueueWriter:
                 os.close(top_fd)
         w = cls(queue_dir, queue_name, os.path.join(queue_dir, sub, queue_id), dir_fd, fd,
                 queue_id, sec, usec, mode)
+        w._stale = stale
         _audit("create", w.path, queue_id)
         return w
 
@@ -374,11 +392,12 @@ class QueueWriter:
     def create_many(cls, queue_dir: str, n: int, queue_name: str = layout.QUEUE_INCOMING,
                     mode: int = FILE_MODE, reuse: bool = False) -> list[QueueWriter]:
         """create() n files, with one directory fsync for all of them, and
-        each (empty) file fsync()ed too, so that commit()'s fsync carries
-        only the message: the first fsync of a new file also writes what
-        its creation changed (ext4 without a journal syncs the parent
-        directory then; with one, the creating transaction), 40 us of
-        the 165 a commit took here (docs/performance.md, item 34)."""
+        each file (empty, or a recycled one's old bytes) fsync()ed too, so
+        that commit()'s fsync carries only the message: the first fsync of
+        a new file also writes what its creation changed (ext4 without a
+        journal syncs the parent directory then; with one, the creating
+        transaction), 40 us of the 165 a commit took here
+        (docs/performance.md, item 34)."""
         writers: list[QueueWriter] = []
         try:
             for _ in range(n):
@@ -423,6 +442,8 @@ class QueueWriter:
 
     def add_attr(self, name: str, value: str) -> None:
         self._need(_ENVELOPE)
+        if name == ATTR_QUEUE_ID:
+            return              # the writer's own (_start_content)
         key = (name, value)
         record = _attr_records.get(key)
         if record is None:
@@ -473,6 +494,7 @@ class QueueWriter:
         out += _FILE_HEAD          # placeholder size record (commit() rewrites it), version
         append = rec.append
         append(out, rec.REC_TIME, b"%d.%06d" % self._arrival)
+        append(out, rec.REC_ATTR, _ATTR_QUEUE_ID_B + self.queue_id.encode("ascii"))
         if ATTR_CREATE_TIME not in self._attrs:
             append(out, rec.REC_ATTR, b"%s=%d" % (_ATTR_CREATE_TIME_B, self._created))
         for record in self._attrs.values():
@@ -564,6 +586,9 @@ class QueueWriter:
                 os.pwrite(self._fd, size, 0)
             self._file_size = self._flushed + len(self._out)
             self._out = bytearray()
+            if self._stale > self._file_size:
+                # A recycled file's old message was longer: cut its tail.
+                os.ftruncate(self._fd, self._file_size)
             # The ready bit last, and fsync (not fdatasync: the mode is
             # metadata): a file readers take is complete on disk.  Its
             # name has been durable since create().
@@ -630,6 +655,10 @@ def _create_dot_file(top_fd: int, top: str, pid: int, mode: int) -> tuple[int, s
 # again after this many gives.
 RECYCLE_MAX = 256
 RECYCLE_RECOUNT = 32
+# A recycled file of at most this many bytes keeps them (its blocks) for
+# the next message to be written over; a bigger one is emptied, so that
+# recycle/ holds at most RECYCLE_MAX * RECYCLE_KEEP bytes.
+RECYCLE_KEEP = 64 * 1024
 
 # Listed in recycle/, not yet tried.  create() runs in cleanup's event loop
 # and its spare thread: list.pop() and slice assignment are atomic.
@@ -642,9 +671,11 @@ _recycled_names: list[str] = []
 _listed_empty: tuple[str, int] | None = None
 
 
-def _take_recycled(queue_dir: str, top_fd: int, tmp_name: str, mode: int) -> tuple[int, int]:
-    """Claim a file from recycle/ as top_fd's tmp_name, emptied, with mode
-    and a fresh mtime: (descriptor, inode), or (-1, 0) when there is none.
+def _take_recycled(queue_dir: str, top_fd: int, tmp_name: str, mode: int) -> tuple[int, int, int]:
+    """Claim a file from recycle/ as top_fd's tmp_name, with mode and a
+    fresh mtime: (descriptor, inode, size of the old bytes it keeps), or
+    (-1, 0, 0) when there is none.  A file over RECYCLE_KEEP bytes (give()
+    was cut short) is emptied.
 
     The claim is the rename: of two cleanup processes listing the same
     name one gets ENOENT and tries the next.  The file is made not ready
@@ -665,7 +696,7 @@ def _take_recycled(queue_dir: str, top_fd: int, tmp_name: str, mode: int) -> tup
             except FileNotFoundError:
                 continue                # taken by another cleanup meanwhile
             except OSError:
-                return -1, 0            # (another file system: not reusable)
+                return -1, 0, 0         # (another file system: not reusable)
             try:
                 # O_NONBLOCK: a FIFO fails instead of blocking the open.
                 # Emptied only once known to be a plain file of one link.
@@ -678,15 +709,17 @@ def _take_recycled(queue_dir: str, top_fd: int, tmp_name: str, mode: int) -> tup
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
                     raise OSError(errno.EINVAL, "not a plain file")
-                if st.st_size:
+                stale = st.st_size
+                if stale > RECYCLE_KEEP:
                     os.ftruncate(fd, 0)     # (give() was cut short)
+                    stale = 0
                 os.fchmod(fd, mode)
                 os.utime(fd)
             except OSError:
                 os.close(fd)
                 _unlink_quietly(tmp_name, top_fd)
                 continue
-            return fd, st.st_ino
+            return fd, st.st_ino, stale
         if listed:
             break
         global _listed_empty
@@ -701,7 +734,7 @@ def _take_recycled(queue_dir: str, top_fd: int, tmp_name: str, mode: int) -> tup
             _listed_empty = seen
             break
         _recycled_names[:] = names
-    return -1, 0
+    return -1, 0, 0
 
 
 def _unlink_quietly(name: str, dir_fd: int) -> None:
@@ -715,10 +748,12 @@ class Recycler:
     """qmgr's way to dispose of a delivered queue file: give(), not remove().
 
     give() renames the file into recycle/ under its queue ID (unique among
-    existing files), then truncates it: after a crash in between, the file
-    is whole, in active/ (delivered again, as after an unlink the kernel had
-    not written) or in recycle/ (emptied when reused).  create() reuses
-    these inodes; the file system then neither frees nor allocates one per
+    existing files); one over RECYCLE_KEEP bytes it then truncates (after a
+    crash in between the file is whole, in active/, delivered again as
+    after an unlink the kernel had not written, or in recycle/, emptied
+    when reused), a smaller one keeps its bytes for the next message to be
+    written over (module docstring).  create() reuses these inodes; the
+    file system then neither frees nor allocates one per
     message (module docstring).  Only when enabled: qmgr and cleanup
     enable it where the file system scans recently freed inodes
     (fsinfo.scans_freed_inodes: ext2/3/4 without a journal); with a journal
@@ -759,7 +794,8 @@ class Recycler:
         self._budget -= 1
         _audit("recycle", path, queue_id)
         try:
-            os.truncate(spare, 0)
+            if os.stat(spare).st_size > RECYCLE_KEEP:
+                os.truncate(spare, 0)
         except OSError:
             pass                # create() empties it
         return True
@@ -866,6 +902,10 @@ def _read_envelope_fd(fd: int, path: str) -> Envelope:
         raise CorruptRecord(content_offset, "no arrival time record")
     if sender is None:
         raise CorruptRecord(content_offset, "no sender record")
+    written_as = attrs.pop(ATTR_QUEUE_ID, None)
+    if written_as is not None and written_as != os.path.basename(path):
+        # (files written before the attribute existed have none)
+        raise CorruptRecord(0, f"written as queue file {written_as[:20]}")
     rec.RecordReader(head, content_offset, env_end).expect(rec.REC_MESG)
 
     small = len(head) >= file_size

@@ -89,6 +89,18 @@ def test_requeue_makes_an_old_unready_file_visible_in_incoming(qdir):
     assert qfile.is_ready(os.stat(qfile.path_of(qdir, "incoming", a)).st_mode)
 
 
+def test_requeue_leaves_a_file_cleanup_is_still_writing_alone(qdir):
+    # Not ready in incoming/: cleanup's file before its commit, which may
+    # hold a recycled inode's old message (qfile).  Made ready, qmgr would
+    # deliver those bytes.
+    a = add(qdir, "incoming")
+    path = qfile.path_of(qdir, "incoming", a)
+    os.chmod(path, 0o600)
+    assert PS.Super(qdir).run_op("r", a, []) == 0
+    assert PS.Super(qdir).run_op("r", "ALL", []) == 0
+    assert not qfile.is_ready(os.stat(path).st_mode)
+
+
 def test_f_expires_and_releases(qdir):
     a = add(qdir, "hold")
     assert PS.Super(qdir).run_op("f", a, []) == 1

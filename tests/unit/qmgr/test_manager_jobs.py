@@ -69,16 +69,17 @@ async def test_two_jobs_end_the_message_once(daemon_context, monkeypatch):
 
 
 async def test_a_delivered_message_leaves_its_inode_for_the_next_one(daemon_context):
-    """finish() recycles the file (qfile.Recycler): emptied in recycle/, and
-    cleanup's next queue file is made on the same inode."""
+    """finish() recycles the file (qfile.Recycler): in recycle/, its bytes
+    kept for the next message to be written over, and cleanup's next queue
+    file is made on the same inode."""
     qm, msg, (job1, job2), path = _setup(daemon_context)
     qm.recycler.enabled = True          # (the test's file system may have a journal)
-    ino = os.stat(path).st_ino
+    ino, size = os.stat(path).st_ino, os.stat(path).st_size
     await qm.job_done(job1, [_sent(job1.recipients[0])])
     await qm.job_done(job2, [_sent(job2.recipients[0])])
     assert not os.path.exists(path)
     spare = os.path.join(qm.queue_dir, "recycle", msg.queue_id)
-    assert os.stat(spare).st_ino == ino and os.stat(spare).st_size == 0
+    assert (os.stat(spare).st_ino, os.stat(spare).st_size) == (ino, size)
     w = qfile.QueueWriter.create(qm.queue_dir, reuse=True)
     assert os.stat(w.path).st_ino == ino
     w.abort()

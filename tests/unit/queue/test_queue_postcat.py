@@ -96,6 +96,15 @@ def test_full_output(queue, capsys):
     ]
 
 
+def test_fulmars_own_records_only_with_v(queue, capsys):
+    """The version record and the queue ID attribute (qfile.ATTR_QUEUE_ID)
+    are Fulmar's bookkeeping: Postfix's layout above, -v shows them."""
+    _, q, path = queue
+    _, lines, _ = run(["-v", path], capsys)
+    assert f"named_attribute: queue_id={q}" in lines
+    assert lines.index(f"named_attribute: queue_id={q}") < lines.index("sender: a@example.org")
+
+
 def test_sections(queue, capsys):
     _, _, path = queue
     _, lines, _ = run(["-h", path], capsys)

@@ -424,7 +424,7 @@ def _flip_base():
         path, data = _file_bytes(d, content=BODY * 10, extracted=[Recipient("x@example.com")])
         env = qfile.read_envelope(path)
         starts = [off for off, _, _ in qfile.iter_records(path)]
-        _FLIP_BASE = (data, [r.offset for r in env.recipients], starts)
+        _FLIP_BASE = (data, [r.offset for r in env.recipients], starts, env.queue_id)
     return _FLIP_BASE
 
 
@@ -434,7 +434,7 @@ RD = ord("R") ^ ord("D")
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_byte_flips_are_corrupt_except_r_d(data):
-    base, rcpt_offsets, starts = _flip_base()
+    base, rcpt_offsets, starts, queue_id = _flip_base()
     flips = data.draw(st.lists(
         st.tuples(st.integers(0, len(base) - 1), st.integers(1, 255)), min_size=0, max_size=3))
     # Aim at record headers too: a type byte turned into another valid type,
@@ -458,7 +458,7 @@ def test_byte_flips_are_corrupt_except_r_d(data):
     bad = bytearray(base)
     for pos, x in xor.items():
         bad[pos] ^= x
-    victim = os.path.join(_FLIP_DIR, "victim")
+    victim = os.path.join(_FLIP_DIR, queue_id)     # (a file names its queue ID)
     with open(victim, "wb") as f:
         f.write(bad)
     legit = all(p in rcpt_offsets and x == RD for p, x in xor.items())

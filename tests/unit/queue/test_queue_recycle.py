@@ -45,10 +45,23 @@ def _leftovers(qdir: str) -> list[str]:
     return [n for n in os.listdir(os.path.join(qdir, "incoming")) if n.startswith(".")]
 
 
-def test_give_moves_the_file_to_recycle_and_empties_it(qdir):
+def test_give_moves_the_file_to_recycle_keeping_a_small_files_bytes(qdir):
+    """Its blocks are written over by the next message: no truncate, no
+    block freed or allocated (qfile's docstring, RECYCLE_KEEP)."""
     qid, ino = _delivered(qdir)
+    size = os.stat(qfile.path_of(qdir, "active", qid)).st_size
     assert qfile.Recycler(qdir, True).give("active", qid) is True
     assert not os.path.exists(qfile.path_of(qdir, "active", qid))
+    st = os.stat(os.path.join(qdir, "recycle", qid))
+    assert (st.st_ino, st.st_size) == (ino, size)
+
+
+def test_give_empties_a_file_over_the_kept_size(qdir, monkeypatch):
+    """recycle/ holds at most RECYCLE_MAX files of RECYCLE_KEEP bytes."""
+    qid, ino = _delivered(qdir)
+    size = os.stat(qfile.path_of(qdir, "active", qid)).st_size
+    monkeypatch.setattr(qfile, "RECYCLE_KEEP", size - 1)
+    assert qfile.Recycler(qdir, True).give("active", qid) is True
     st = os.stat(os.path.join(qdir, "recycle", qid))
     assert (st.st_ino, st.st_size) == (ino, 0)
 
@@ -63,7 +76,7 @@ def test_create_reuses_a_recycled_inode_as_a_new_not_ready_file(qdir):
     assert st.st_ino == ino
     assert queue_ids.parse(w.queue_id)[2] == ino        # the ID carries the inode
     assert w.queue_id != qid
-    assert st.st_size == 0 and not qfile.is_ready(st.st_mode)
+    assert not qfile.is_ready(st.st_mode)            # (it holds the old bytes)
     assert stat.S_IMODE(st.st_mode) == qfile.FILE_MODE
     # postsuper -p takes an hour-old not-ready file for a leftover.
     assert time.time() - st.st_mtime < 60
@@ -71,6 +84,52 @@ def test_create_reuses_a_recycled_inode_as_a_new_not_ready_file(qdir):
     path = _commit(w, "c@example.org", b"Subject: new\r\n\r\nnew\r\n")
     env = qfile.verify(path)
     assert env.sender == "c@example.org"
+    # The new message is shorter than the old: seal() cut the old tail.
+    assert b"secret" not in open(path, "rb").read()
+    assert os.stat(path).st_size == w._file_size
+
+
+def test_the_old_message_never_reads_as_the_new_one(qdir):
+    """A crash after seal() put the new file's ready bit and length on disk
+    but before its bytes got there (ext4 without a journal orders nothing):
+    what is on disk is the old message, under the new name.  It is corrupt,
+    never delivered again (qfile.ATTR_QUEUE_ID)."""
+    qid, ino = _delivered(qdir)
+    old_size = os.stat(qfile.path_of(qdir, "active", qid)).st_size
+    qfile.Recycler(qdir, True).give("active", qid)
+    w = qfile.QueueWriter.create(qdir, reuse=True)
+    assert os.stat(w.path).st_size == old_size       # the same length, the worst case
+    os.chmod(w.path, qfile.FILE_MODE | qfile.READY_BIT)
+    with pytest.raises(qfile.CorruptQueueFile, match="written as queue file " + qid):
+        qfile.read_envelope(w.path)
+    w.abort()
+
+
+def test_a_file_names_its_queue_id_and_a_client_cannot_set_it(qdir):
+    w = qfile.QueueWriter.create(qdir)
+    w.add_attr(qfile.ATTR_QUEUE_ID, "4jdMWK1Q4HzvvYY")      # ignored: the writer's own
+    w.add_attr("client_name", "mail.example.org")
+    path = _commit(w, "a@example.org", b"Subject: s\r\n\r\nbody\r\n")
+    raw = open(path, "rb").read()
+    assert b"queue_id=" + w.queue_id.encode() in raw and b"4jdMWK1Q4HzvvYY" not in raw
+    env = qfile.read_envelope(path)
+    assert qfile.ATTR_QUEUE_ID not in env.attrs and env.attrs["client_name"] == "mail.example.org"
+    # Moved between queues (postsuper, qmgr) it keeps its name, and reads.
+    qfile.move(qdir, w.queue_id, "incoming", "deferred")
+    assert qfile.read_envelope(qfile.path_of(qdir, "deferred", w.queue_id)).sender == "a@example.org"
+
+
+def test_a_longer_message_on_a_recycled_inode_is_whole(qdir):
+    qid, ino = _delivered(qdir)
+    old_size = os.stat(qfile.path_of(qdir, "active", qid)).st_size
+    qfile.Recycler(qdir, True).give("active", qid)
+    w = qfile.QueueWriter.create(qdir, reuse=True)
+    assert os.stat(w.path).st_ino == ino
+    body = b"Subject: long\r\n\r\n" + b"z" * 70000 + b"\r\n"     # (several writes)
+    path = _commit(w, "d@example.org", body)
+    assert os.stat(path).st_size > old_size
+    env = qfile.verify(path)
+    assert env.sender == "d@example.org"
     assert b"secret" not in open(path, "rb").read()
 
 
@@ -151,12 +210,12 @@ def test_create_many_takes_recycled_files_then_makes_new_ones(qdir):
         w.abort()
 
 
-def test_a_file_give_did_not_empty_is_emptied_when_taken(qdir):
+def test_a_big_file_give_did_not_empty_is_emptied_when_taken(qdir, monkeypatch):
     """A crash between give()'s rename and its truncate leaves the old bytes."""
     qid, ino = _delivered(qdir)
     spare = os.path.join(qdir, "recycle", qid)
     os.rename(qfile.path_of(qdir, "active", qid), spare)
-    assert os.stat(spare).st_size > 0
+    monkeypatch.setattr(qfile, "RECYCLE_KEEP", os.stat(spare).st_size - 1)
     w = qfile.QueueWriter.create(qdir, reuse=True)
     st = os.stat(w.path)
     assert st.st_ino == ino and st.st_size == 0
