@@ -48,22 +48,23 @@ instead of ``remove()``: it is renamed into recycle/, and
 ``create(reuse=True)`` first claims one from there (renamed to its
 dot-file name, made not ready, its mtime set) before it makes a new one,
 so that the file system neither frees nor allocates an inode per
-message.  A file of at most
-RECYCLE_KEEP bytes keeps its blocks: the next message is written over
-the old one's bytes and seal() cuts the file to the new length, so that
-no block is freed or allocated either (docs/performance.md, item 62).
-The old bytes stay only in recycle/ (0700) and in a not-ready file in
-incoming/, which no reader takes; and they never read as a message under
-the new name, even after a crash that put the new file's ready bit and
-length on disk but not its bytes (ext4 without a journal orders
-nothing): every file names its queue ID in an attribute, which
-read_envelope() checks (ATTR_QUEUE_ID).  On ext4 without a journal an
-allocation under load scans every inode of the group freed in the last
-minute (recently_deleted()), 0.3-0.6 ms of kernel CPU per message here
-(docs/performance.md, item 54).  The queue ID still comes from the inode
-and the time read while the file holds it, so IDs stay unique among
-existing files; an inode's IDs differ in their time, as when the file
-system reuses an inode.
+message.  On ext4 without a journal an allocation under load scans every
+inode of the group freed in the last minute (recently_deleted()), 0.3-0.6
+ms of kernel CPU per message here (docs/performance.md, item 54).  The
+queue ID still comes from the inode and the time read while the file holds
+it, so IDs stay unique among existing files; an inode's IDs differ in
+their time, as when the file system reuses an inode.
+
+A recycled file of at most RECYCLE_KEEP bytes keeps its blocks too: the
+next message is written over the old one's bytes, and seal() cuts the
+file to the new length, so that no data block is freed or allocated
+either (docs/performance.md, item 62).  The old bytes stay only in
+recycle/ (0700) and in a not-ready file in incoming/, which no reader
+takes.  Nor do they ever read as a message under the new name, even
+after a crash that put the new file's ready bit and length on disk but
+not its bytes (ext4 without a journal orders nothing): every file names
+its queue ID in an attribute, which read_envelope() checks
+(ATTR_QUEUE_ID).
 
 Interface::
 
@@ -699,7 +700,7 @@ def _take_recycled(queue_dir: str, top_fd: int, tmp_name: str, mode: int) -> tup
                 return -1, 0, 0         # (another file system: not reusable)
             try:
                 # O_NONBLOCK: a FIFO fails instead of blocking the open.
-                # Emptied only once known to be a plain file of one link.
+                # Cut only once known to be a plain file of one link.
                 fd = os.open(tmp_name, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _O_CLOEXEC,
                              dir_fd=top_fd)
             except OSError:
@@ -753,8 +754,7 @@ class Recycler:
     after an unlink the kernel had not written, or in recycle/, emptied
     when reused), a smaller one keeps its bytes for the next message to be
     written over (module docstring).  create() reuses these inodes; the
-    file system then neither frees nor allocates one per
-    message (module docstring).  Only when enabled: qmgr and cleanup
+    file system then neither frees nor allocates one per message.  Only when enabled: qmgr and cleanup
     enable it where the file system scans recently freed inodes
     (fsinfo.scans_freed_inodes: ext2/3/4 without a journal); with a journal
     it measured slower.  recycle/ is kept under RECYCLE_MAX files,
