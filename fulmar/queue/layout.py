@@ -10,7 +10,8 @@ Postfix's layout (postfix-files), under ``queue_directory``::
     the queue directory itself 0755
 
 and one directory of Fulmar's own, ``recycle`` (0700 mail_owner): the
-emptied files of delivered messages, whose inodes cleanup reuses for new
+files of delivered messages (up to 64 KiB of their bytes kept, for the
+next message to be written over), whose inodes cleanup reuses for new
 queue files (qfile.Recycler; docs/deviations.md).
 
 Queues named in ``hash_queue_names`` (default ``deferred, defer``) keep their
